@@ -1,0 +1,1 @@
+"""Learned closures inside the `solvers` systems."""
