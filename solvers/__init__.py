@@ -3,12 +3,21 @@
 
 from . import graphs as graphs
 from ._burgers import Burgers1D as Burgers1D
+from ._burgers_forcing import BurgersForcing as BurgersForcing
+from ._burgers_forcing import random_smooth_field as random_smooth_field
 from ._crank_nicolson_rk4 import CrankNicolsonRK4 as CrankNicolsonRK4
+from ._dataset import Dataset as Dataset
+from ._dataset import generate_dataset as generate_dataset
+from ._dataset import load_dataset as load_dataset
 from ._etdrk4 import ETDRK4 as ETDRK4
+from ._navier_stokes import NavierStokes2D as NavierStokes2D
+from ._navier_stokes import random_vorticity as random_vorticity
+from ._ns_diagnostics import energy as energy
+from ._ns_diagnostics import energy_spectrum as energy_spectrum
+from ._ns_diagnostics import enstrophy as enstrophy
+from ._ns_diagnostics import velocity_from_vorticity as velocity_from_vorticity
 from ._solution import Solution as Solution
 from ._solve import solve as solve
 from ._system import AbstractSpectralSystem as AbstractSpectralSystem
 from ._system import AbstractSystem as AbstractSystem
 from ._term import SemiLinearTerm as SemiLinearTerm
-from ._burgers_forcing import BurgersForcing as BurgersForcing
-from ._burgers_forcing import random_smooth_field as random_smooth_field

@@ -1,1 +1,7 @@
-"""Sparse weighted graphs."""
+"""Sparse weighted graphs: the `Graph` container and random graph generators."""
+
+from ._erdos_renyi import erdos_renyi as erdos_renyi
+from ._graph import Graph as Graph
+from ._hyperbolic import HyperbolicCoordinates as HyperbolicCoordinates
+from ._hyperbolic import random_hyperbolic as random_hyperbolic
+from ._ring import ring_lattice as ring_lattice
