@@ -21,3 +21,9 @@ from ._solve import solve as solve
 from ._system import AbstractSpectralSystem as AbstractSpectralSystem
 from ._system import AbstractSystem as AbstractSystem
 from ._term import SemiLinearTerm as SemiLinearTerm
+from ._frequencies import gaussian_frequencies as gaussian_frequencies
+from ._frequencies import lorentzian_frequencies as lorentzian_frequencies
+from ._frequencies import wrapped_cauchy_phases as wrapped_cauchy_phases
+from ._kuramoto import Kuramoto as Kuramoto
+from ._order_parameter import order_parameter as order_parameter
+from ._order_parameter import ott_antonsen_order_parameter as ott_antonsen_order_parameter

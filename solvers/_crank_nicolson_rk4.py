@@ -4,8 +4,10 @@
 from typing import ClassVar
 
 import diffrax
+import jax.numpy as jnp
 
 from ._term import SemiLinearTerm
+from ._term import operator_in_precision as _as_dtype
 
 # Carpenter–Kennedy low-storage RK4 coefficients, as in jax_cfd.spectral.time_stepping.
 _ALPHAS = (0.0, 0.1496590219993, 0.3704009573644, 0.6222557631345, 0.9582821306748, 1.0)
@@ -37,7 +39,9 @@ class CrankNicolsonRK4(diffrax.AbstractSolver):
     def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
         del solver_state, made_jump
         dt = t1 - t0
-        linear = terms.linear
+        # The operator follows the state's precision (a float64 operator must not
+        # promote a float32 run to complex128 stage by stage).
+        linear = _as_dtype(terms.linear, jnp.real(y0).dtype)
         u = y0
         h = 0
         for k in range(len(_BETAS)):

@@ -9,6 +9,7 @@ import jax.numpy as jnp
 from jaxtyping import Array
 
 from ._term import SemiLinearTerm
+from ._term import operator_in_precision as _as_dtype
 
 # Contour points of the Kassam–Trefethen evaluation of the phi-functions. 32 points
 # on a unit circle around each h*L give ~machine precision in float64 and float32.
@@ -45,13 +46,6 @@ def etdrk4_coefficients(linear: Array, h) -> tuple[Array, ...]:
     if real_operator:
         out = tuple(jnp.real(c) for c in out)
     return out
-
-
-def _as_dtype(linear, real):
-    # The coefficients follow the state's precision, not the operator's.
-    if jnp.iscomplexobj(linear):
-        return linear.astype(jnp.result_type(real, jnp.complex64))
-    return linear.astype(real)
 
 
 class ETDRK4(diffrax.AbstractSolver):

@@ -96,7 +96,13 @@ class NavierStokes2D(AbstractSpectralSystem):
         kx = 2 * jnp.pi * kx
         ky = 2 * jnp.pi * ky
         k2 = kx**2 + ky**2
-        self.laplacian = -k2
+        # Weakly typed (integer mode numbers times a Python float), so that the linear
+        # operator follows the state's precision: a float32 state stays float32 under
+        # x64 instead of being promoted by the implicit solve.
+        modes_x = np.rint(np.fft.fftfreq(self.n, 1 / self.n)).astype(np.int32)
+        modes_y = np.rint(np.fft.rfftfreq(self.n, 1 / self.n)).astype(np.int32)
+        m2 = jnp.asarray(modes_x[:, None] ** 2 + modes_y[None, :] ** 2)
+        self.laplacian = -((2 * math.pi / self.length) ** 2) * m2
         # i * each row maps omega_hat to (u, v, d_x omega, d_y omega) in Fourier space:
         # psi_hat = omega_hat / |k|^2, u = d_y psi, v = -d_x psi. The mean of psi is
         # irrelevant (zero at k = 0).

@@ -111,6 +111,7 @@ def solve(
     key: Array | None = None,
     throw: bool = True,
     checkpoint_levels: int | None = None,
+    t_offset: ArrayLike = 0.0,
 ) -> Solution:
     r"""Integrate `system` from `ts[0]` and save the physical state at `ts`.
 
@@ -140,6 +141,8 @@ def solve(
       the caller inspects `Solution.blowup_index` instead.
     - `checkpoint_levels`: nesting depth of rematerialisation (fixed-step path);
       `None` picks it from the number of steps.
+    - `t_offset`: the run covers `ts + t_offset`. Unlike `ts` it may be traced, e.g.
+      a random start time drawn inside a jit-compiled training step.
 
     **Returns:** a `Solution` with `ts` `[T]`, `ys` `[T, *y0.shape]`, `stats` and
     `blowup_index`.
@@ -162,7 +165,7 @@ def solve(
         raise ValueError(f"`max_steps` must be a positive int, got {max_steps!r}.")
 
     dtype = jnp.result_type(y0)
-    ts_arr = jnp.asarray(ts_np, dtype=dtype)
+    ts_arr = jnp.asarray(ts_np, dtype=dtype) + jnp.asarray(t_offset, dtype)
     z0 = system.to_internal(y0)
     terms = system.terms()
     noisy = system.diffusion(ts_arr[0], y0, args) is not None
@@ -174,8 +177,8 @@ def solve(
             )
         shape = jax.eval_shape(lambda: z0)
         brownian = diffrax.VirtualBrownianTree(
-            t0=float(ts_np[0]),
-            t1=float(ts_np[-1]) if len(ts_np) > 1 else float(ts_np[0]) + dt,
+            t0=ts_arr[0],
+            t1=ts_arr[-1] if len(ts_np) > 1 else ts_arr[0] + dt,
             tol=dt / 2,
             shape=shape,
             key=key,
@@ -188,6 +191,7 @@ def solve(
         terms = diffrax.MultiTerm(terms, diffrax.ControlTerm(_diffusion, brownian))
     if solver is None:
         solver = diffrax.Heun() if noisy else system.default_solver()
+    solver = system.wrap_solver(solver)
 
     if len(ts_np) == 1:
         ys = jtu.tree_map(lambda x: x[None], y0)
@@ -195,7 +199,8 @@ def solve(
 
     if stepsize_controller is None:
         ys, finite, num_steps = _solve_fixed(
-            system, solver, terms, y0, z0, ts_np, ts_dtype, dt, args, dtype, checkpoint_levels
+            system, solver, terms, y0, z0, ts_np, ts_dtype, dt, args, dtype,
+            checkpoint_levels, jnp.asarray(t_offset, dtype),
         )
         stats = {"num_steps": num_steps}
     else:
@@ -229,7 +234,9 @@ def solve(
     return Solution(ts_arr, ys, stats, blowup_index)
 
 
-def _solve_fixed(system, solver, terms, y0, z0, ts_np, ts_dtype, dt, args, dtype, levels):
+def _solve_fixed(
+    system, solver, terms, y0, z0, ts_np, ts_dtype, dt, args, dtype, levels, offset
+):
     intervals = np.diff(ts_np)
     # Rounding of the save times themselves (a float32 `jnp.arange(T) * dt` is not
     # exactly uniform): differences below `tol` are not worth an extra step.
@@ -252,7 +259,7 @@ def _solve_fixed(system, solver, terms, y0, z0, ts_np, ts_dtype, dt, args, dtype
     if uniform:
         steps = np.full_like(steps, intervals.mean() / counts[0])
     z_init = z0
-    t0_ = jnp.asarray(ts_np[0], dtype)
+    t0_ = jnp.asarray(ts_np[0], dtype) + offset
     state0 = solver.init(terms, t0_, t0_ + jnp.asarray(steps[0], dtype), z_init, args)
 
     if uniform:
@@ -269,7 +276,7 @@ def _solve_fixed(system, solver, terms, y0, z0, ts_np, ts_dtype, dt, args, dtype
             # Save-point level of the checkpointing: each interval is recomputed
             # from its starting state rather than storing its inner blocks.
             interval = jax.checkpoint(interval, prevent_cse=False)
-        t_starts = jnp.asarray(ts_np[:-1], dtype)
+        t_starts = jnp.asarray(ts_np[:-1], dtype) + offset
         _, (ys, finite) = jax.lax.scan(interval, (z0, state0), t_starts)
     else:
         n_max = int(counts.max())
@@ -292,7 +299,7 @@ def _solve_fixed(system, solver, terms, y0, z0, ts_np, ts_dtype, dt, args, dtype
         if lv > 1:
             interval = jax.checkpoint(interval, prevent_cse=False)
         xs = (
-            jnp.asarray(ts_np[:-1], dtype),
+            jnp.asarray(ts_np[:-1], dtype) + offset,
             jnp.asarray(steps, dtype),
             jnp.asarray(counts),
         )

@@ -8,7 +8,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PyTree
 
-from ._term import SemiLinearTerm
+from ._term import SemiLinearTerm, operator_in_precision
 
 
 class AbstractSystem(eqx.Module):
@@ -74,6 +74,12 @@ class AbstractSystem(eqx.Module):
         """Fixed-step-friendly default: Tsit5 (5th order explicit Runge–Kutta)."""
         return diffrax.Tsit5()
 
+    def wrap_solver(self, solver: diffrax.AbstractSolver) -> diffrax.AbstractSolver:
+        """Hook for systems that act between solver steps (e.g. a learned correction
+        added to the state after each step); `solve` applies it to every solver,
+        default or given. Identity by default."""
+        return solver
+
     def diffusion(self, t: ArrayLike, y: PyTree[Array], args: Any) -> Array | None:
         """Additive noise amplitude $\\sigma$ for $dy = f\\,dt + \\sigma\\,dW$, or
         `None` for a deterministic system (the default)."""
@@ -109,4 +115,5 @@ class AbstractSpectralSystem(AbstractSystem):
 
     def vector_field(self, t: ArrayLike, y: Array, args: Any) -> Array:
         z = self.to_internal(y)
-        return self.from_internal(self.linear_operator * z + self.nonlinear(t, z, args))
+        linear = operator_in_precision(self.linear_operator, jnp.real(z).dtype)
+        return self.from_internal(linear * z + self.nonlinear(t, z, args)).astype(y.dtype)

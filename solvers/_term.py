@@ -33,3 +33,11 @@ class SemiLinearTerm(diffrax.AbstractTerm):
 
     def prod(self, vf, control):
         return vf * jnp.asarray(control, dtype=jnp.real(vf).dtype)
+
+
+def operator_in_precision(linear: Array, real) -> Array:
+    """A diagonal operator cast to the state's precision (real stays real, complex
+    stays complex): solvers follow the state's dtype, not the operator's."""
+    if jnp.iscomplexobj(linear):
+        return linear.astype(jnp.result_type(real, jnp.complex64))
+    return linear.astype(real)

@@ -330,6 +330,18 @@ def test_diagnostics_and_initial_condition_reject_bad_input(key):
         solvers.random_vorticity(key, 16, max_velocity=-1.0)
 
 
+def test_float32_state_stays_float32_under_x64():
+    # The constants are float64 under x64; a float32 state must not be promoted
+    # (weakly typed linear operator, constants cast in `nonlinear`).
+    system = solvers.NavierStokes2D(16, 1e-2, drag=0.1, forcing="kolmogorov")
+    omega = solvers.random_vorticity(jax.random.PRNGKey(6), 16, dtype=jnp.float32)
+    assert system.vector_field(0.0, omega, None).dtype == jnp.float32
+    z = jnp.fft.rfftn(omega)
+    t0, t1 = jnp.float32(0.0), jnp.float32(0.01)
+    z1 = solvers.CrankNicolsonRK4().step(system.terms(), t0, t1, z, None, None, False)[0]
+    assert z1.dtype == jnp.complex64
+
+
 def test_traced_viscosity_is_accepted():
     # Under jax.grad the viscosity is a tracer: checks are skipped, not failed.
     def f(nu):
@@ -351,7 +363,8 @@ def test_vmap_over_initial_vorticities_equals_loop(key):
     def run(omega0):
         return solvers.solve(system, omega0, ts, dt=0.01).ys
 
-    batched = jax.vmap(run)(omega0s)
+    batched = jax.jit(jax.vmap(run))(omega0s)
     assert batched.shape == (3, 3, n, n)
+    single = jax.jit(run)
     for b in range(3):
-        np.testing.assert_allclose(batched[b], run(omega0s[b]), rtol=1e-12, atol=1e-12)
+        np.testing.assert_allclose(batched[b], single(omega0s[b]), rtol=1e-12, atol=1e-12)

@@ -99,34 +99,37 @@ class Graph(eqx.Module):
                     f"`{name}` must lie in [0, n_nodes) = [0, {n_nodes}), got values in "
                     f"[{idx.min()}, {idx.max()}]."
                 )
+        traced = isinstance(weights, jax.core.Tracer)
         if weights is None:
-            w = jnp.ones(s.shape, _default_float())
+            w = np.ones(s.shape, _default_float())
+        elif traced:
+            # e.g. a gradient with respect to the weights: no value checks.
+            w = weights if jnp.issubdtype(weights.dtype, jnp.floating) else None
         else:
-            w = weights
-            if not isinstance(w, jax.Array):
-                w = np.asarray(w)
-                if np.issubdtype(w.dtype, np.integer) or w.dtype == bool:
-                    w = w.astype(np.float64)
-                if not np.issubdtype(w.dtype, np.floating):
-                    raise ValueError(f"`weights` must be real floating, got dtype {w.dtype}.")
-                w = jnp.asarray(w, _default_float() if w.dtype == np.float64 else w.dtype)
-            if w.shape != s.shape:
-                raise ValueError(
-                    f"`weights` must have one entry per edge, shape {s.shape}, got {w.shape}."
-                )
-            if not jnp.issubdtype(w.dtype, jnp.floating):
+            w = np.asarray(weights)
+            if np.issubdtype(w.dtype, np.integer) or w.dtype == bool:
                 w = w.astype(_default_float())
-            if not isinstance(w, jax.core.Tracer) and not bool(jnp.all(jnp.isfinite(w))):
+            if not np.issubdtype(w.dtype, np.floating):
+                w = None
+            elif not np.all(np.isfinite(w)):
                 raise ValueError("`weights` must be finite.")
+        if w is None:
+            raise ValueError(f"`weights` must be real floating, got {weights!r}.")
+        if w.shape != s.shape:
+            raise ValueError(
+                f"`weights` must have one entry per edge, shape {s.shape}, got {w.shape}."
+            )
         if s.size > 1 and not (
-            np.all(r[1:] >= r[:-1])
-            and np.all((r[1:] > r[:-1]) | (s[1:] >= s[:-1]))
+            np.all(r[1:] >= r[:-1]) and np.all((r[1:] > r[:-1]) | (s[1:] >= s[:-1]))
         ):
             # Sort by (receiver, sender): contiguous segments per receiver, and
             # neighbouring senders close in memory for the gathers.
             order = np.argsort(r * max(n_nodes, 1) + s, kind="stable")
             s, r = s[order], r[order]
-            w = w[jnp.asarray(order)]
+            w = w[jnp.asarray(order)] if traced else w[order]
+        if not traced:
+            # numpy float64 becomes the default float (float32 without x64).
+            w = jnp.asarray(w, _default_float() if w.dtype == np.float64 else w.dtype)
         self.senders = jnp.asarray(s, jnp.int32)
         self.receivers = jnp.asarray(r, jnp.int32)
         self.weights = w

@@ -1,0 +1,95 @@
+"""Reference data for a task: fine rollouts on disk (`solvers.generate_dataset`),
+coarse-grained for training, kept fine for evaluation."""
+
+import dataclasses
+from pathlib import Path
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+from jaxtyping import Array
+
+import solvers
+
+from ._config import Config
+
+
+@dataclasses.dataclass
+class TrajectoryData:
+    """Trajectories after spin-up, their absolute save times, and the stacked coarse
+    physics of each trajectory (forcing, frequencies, ...)."""
+
+    ys: Array  # [N, T, *state]
+    ts: Array  # [T]
+    physics: solvers.AbstractSystem  # stacked over N
+
+
+def _sample_fn(task):
+    # One function object per task, so generate_dataset compiles once.
+    return task.sample
+
+
+def _ts(cfg: Config, duration: float) -> np.ndarray:
+    n = int(round((cfg.t_spinup + duration) / cfg.save_dt))
+    return np.arange(n + 1) * cfg.save_dt
+
+
+def _dataset(task, path: Path, duration: float, n: int, key, filter_n: int | None,
+             progress: bool) -> solvers.Dataset:
+    cfg = task.cfg
+    filter_fn = None
+    if filter_n is not None:
+        filter_fn = _CoarseGrain(task, filter_n)
+    return solvers.generate_dataset(
+        path,
+        _sample_fn(task),
+        _ts(cfg, duration),
+        dt=cfg.fine_dt,
+        n_trajectories=n,
+        key=key,
+        chunk_size=min(n, 16),
+        config={"task": cfg.to_dict(), "filter_n": filter_n},
+        filter_fn=filter_fn,
+        resume=True,
+        progress=progress,
+    )
+
+
+class _CoarseGrain(eqx.Module):
+    task: object = eqx.field(static=True)
+    n: int = eqx.field(static=True)
+
+    def __call__(self, ys):
+        return self.task.coarse_grain(ys, self.n)
+
+
+def _physics(task, ds: solvers.Dataset, n: int) -> solvers.AbstractSystem:
+    like = task.sample(jr.PRNGKey(0))[0]
+    fine = ds.system(slice(0, len(ds)), like)
+    return eqx.filter_vmap(lambda f: task.coarse_physics(f, n))(fine)
+
+
+def training_data(task, out: Path, *, progress: bool = True) -> TrajectoryData:
+    """Coarse-grained training trajectories (generated once, then read from disk)."""
+    cfg = task.cfg
+    key = jr.fold_in(jr.PRNGKey(cfg.seed), 0)
+    ds = _dataset(task, out / "data" / "train", cfg.t_train, cfg.n_train, key,
+                  cfg.coarse_n, progress)
+    s0 = int(round(cfg.t_spinup / cfg.save_dt))
+    ys = jnp.asarray(np.asarray(ds[:])[:, s0:])
+    ts = jnp.asarray(ds.ts[s0:], ys.dtype)
+    return TrajectoryData(ys, ts, _physics(task, ds, cfg.coarse_n))
+
+
+def test_data(task, out: Path, duration: float, *, progress: bool = True):
+    """Held-out fine trajectories (other keys than training) and their fine systems:
+    `(ys_fine [B, T, *fine_state], ts [T], fine systems stacked [B])`."""
+    cfg = task.cfg
+    key = jr.fold_in(jr.PRNGKey(cfg.seed), 1)
+    ds = _dataset(task, out / "data" / "test", duration, cfg.n_test, key, None, progress)
+    s0 = int(round(cfg.t_spinup / cfg.save_dt))
+    like = task.sample(jr.PRNGKey(0))[0]
+    fine = ds.system(slice(0, len(ds)), like)
+    ys = jnp.asarray(np.asarray(ds[:])[:, s0:])
+    return ys, jnp.asarray(ds.ts[s0:], ys.dtype), fine

@@ -1,0 +1,38 @@
+"""Closures by name, for configuration files and the command line."""
+
+from collections.abc import Callable
+from typing import Any
+
+from jaxtyping import PRNGKeyArray
+
+from ._multiscale_attention import MultiscaleAttentionClosure
+from ._stencil import StencilClosure
+
+# name -> constructor `(ndim, *, key, **kwargs) -> closure`. Add an architecture by
+# adding an entry here (e.g. the graph attention of the Kuramoto clusters).
+CLOSURES: dict[str, Callable[..., Any]] = {
+    "stencil": StencilClosure,
+    "attention": MultiscaleAttentionClosure,
+}
+
+
+def make_closure(name: str, ndim: int, *, key: PRNGKeyArray, **kwargs: Any) -> Any:
+    """A freshly initialised closure of architecture `name`.
+
+    **Arguments:**
+
+    - `name`: a key of `CLOSURES`: `"stencil"` (`StencilClosure`) or `"attention"`
+      (`MultiscaleAttentionClosure`).
+    - `ndim`: spatial dimensions of the state (1 or 2 for the grid closures).
+    - `key`: a `jax.random` key for the initial weights.
+    - `**kwargs`: passed on to the constructor (`width`, `depth`, ...).
+
+    **Returns:** the closure, an `eqx.Module` called as `closure(t, y, args) -> dy`.
+    """
+    try:
+        constructor = CLOSURES[name]
+    except (KeyError, TypeError):
+        raise ValueError(
+            f"`closure` must be one of {tuple(CLOSURES)}, got {name!r}."
+        ) from None
+    return constructor(ndim, key=key, **kwargs)

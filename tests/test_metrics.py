@@ -1,0 +1,324 @@
+"""Metrics against hand cases, analytic crossings and closed-form scores of Gaussian
+predictive distributions; the statistical tolerances are a few standard errors."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+from hybrid import _metrics as M
+
+SQRT_PI = math.sqrt(math.pi)
+
+
+def _phi(z):
+    return np.exp(-0.5 * z**2) / math.sqrt(2 * math.pi)
+
+
+def _Phi(z):
+    return 0.5 * (1 + np.vectorize(math.erf)(z / math.sqrt(2)))
+
+
+def _crps_gaussian(y, mu, sigma):
+    # Gneiting & Raftery (2007), eq. (21)
+    z = (y - mu) / sigma
+    return sigma * (z * (2 * _Phi(z) - 1) + 2 * _phi(z) - 1 / SQRT_PI)
+
+
+# --- rmse -------------------------------------------------------------------------
+
+
+def test_rmse_hand_cases():
+    assert float(M.rmse([1.0, 2.0, 3.0], [1.0, 2.0, 5.0])) == pytest.approx(math.sqrt(4 / 3))
+    assert float(M.rmse(np.zeros((2, 3)), np.zeros((2, 3)))) == 0.0
+    pred = np.array([[1.0, 1.0], [0.0, 0.0]])
+    ref = np.array([[0.0, 0.0], [0.0, 4.0]])
+    np.testing.assert_allclose(M.rmse(pred, ref, axis=1), [1.0, math.sqrt(8.0)], rtol=1e-14)
+    np.testing.assert_allclose(M.rmse(pred, ref, axis=0), [math.sqrt(0.5), math.sqrt(8.5)])
+    with pytest.raises(ValueError, match="`pred` and `ref` must have the same shape"):
+        M.rmse(np.zeros(3), np.zeros(4))
+
+
+def test_rmse_over_time_hand_case():
+    # [B=2, T=3, n=4]: error c_t everywhere at time t, both trajectories
+    c = np.array([0.0, 1.0, 3.0])
+    ref = np.random.default_rng(0).normal(size=(2, 3, 4))
+    pred = ref + c[None, :, None]
+    np.testing.assert_allclose(M.rmse_over_time(pred, ref), c, atol=1e-14)
+    # one trajectory [T, n] and a 2D-field batch [B, T, n, n]
+    np.testing.assert_allclose(M.rmse_over_time(pred[0], ref[0]), c, atol=1e-14)
+    pred2 = np.broadcast_to(pred[..., None], (2, 3, 4, 4))
+    ref2 = np.broadcast_to(ref[..., None], (2, 3, 4, 4))
+    np.testing.assert_allclose(M.rmse_over_time(pred2, ref2), c, atol=1e-14)
+    np.testing.assert_allclose(M.rmse_over_time(pred2[0], ref2[0], time_axis=0), c, atol=1e-14)
+
+
+# --- correlation time ---------------------------------------------------------------
+
+
+def _shifted_sines(speeds, ts, n=64):
+    # corr(sin(x + c t), sin(x)) over a full periodic grid = cos(c t) exactly
+    x = 2 * np.pi * np.arange(n) / n
+    ref = np.broadcast_to(np.sin(x), (len(speeds), len(ts), n))
+    pred = np.sin(x[None, None, :] + np.asarray(speeds)[:, None, None] * ts[None, :, None])
+    return pred, ref
+
+
+def test_pearson_of_shifted_sine_is_cosine():
+    ts = np.linspace(0.0, 3.0, 31)
+    pred, ref = _shifted_sines([1.0, 0.5], ts)
+    corr = M.pearson_over_time(pred, ref)
+    assert corr.shape == (2, 31)
+    np.testing.assert_allclose(corr[0], np.cos(ts), atol=1e-12)
+    np.testing.assert_allclose(corr[1], np.cos(0.5 * ts), atol=1e-12)
+
+
+def test_corr_time_crossing():
+    dt = 0.05
+    ts = np.arange(0.0, 2.0 + dt / 2, dt)
+    speeds = np.array([1.0, 2.0, 0.7])
+    pred, ref = _shifted_sines(speeds, ts)
+    exact = np.arccos(0.95) / speeds  # 0.318, 0.159, 0.454
+    times, censored = M.corr_time_per_trajectory(pred, ref, ts)
+    assert not np.any(censored)
+    # linear interpolation of cos between saves: error ~ dt^2 |c''| / (8 |c'|) << dt
+    np.testing.assert_allclose(times, exact, atol=0.1 * dt)
+    assert float(M.corr_time(pred, ref, ts)) == pytest.approx(exact.mean(), abs=0.1 * dt)
+    # the same on a time grid that does not start at 0: measured from ts[0]
+    times_shift, _ = M.corr_time_per_trajectory(pred, ref, ts + 10.0)
+    np.testing.assert_allclose(times_shift, times, atol=1e-9)
+    # a stricter threshold decorrelates earlier
+    t99 = float(M.corr_time(pred[:1], ref[:1], ts, threshold=0.99))
+    assert t99 == pytest.approx(np.arccos(0.99), abs=0.1 * dt)
+
+
+def test_corr_time_censored_blowup_and_single_trajectory():
+    ts = np.linspace(0.0, 0.2, 11)
+    pred, ref = _shifted_sines([1.0], ts)  # cos(0.2) = 0.98 > 0.95: never drops
+    times, censored = M.corr_time_per_trajectory(pred, ref, ts)
+    assert bool(censored[0]) and float(times[0]) == pytest.approx(0.2)
+    assert float(M.corr_time(pred[0], ref[0], ts)) == pytest.approx(0.2)  # [T, n]
+    # a blow-up (NaN) at save 4 counts as a drop at the last good save
+    bad = pred.copy()
+    bad[0, 4:] = np.nan
+    times, censored = M.corr_time_per_trajectory(bad, ref, ts)
+    assert not bool(censored[0]) and float(times[0]) == pytest.approx(ts[3])
+    with pytest.raises(ValueError, match="`ts` must have shape"):
+        M.corr_time(pred, ref, ts[:-1])
+
+
+def test_pearson_constant_fields_no_nan():
+    n = 16
+    x = 2 * np.pi * np.arange(n) / n
+    const = np.full((3, n), 0.1)
+    wave = np.broadcast_to(np.sin(x), (3, n))
+    assert np.all(np.asarray(M.pearson_over_time(const, const + 0.5)) == 1.0)
+    assert np.all(np.asarray(M.pearson_over_time(const, wave)) == 0.0)
+    assert np.all(np.asarray(M.pearson_over_time(wave, const)) == 0.0)
+    assert np.all(np.asarray(M.pearson_over_time(np.zeros((3, n)), np.zeros((3, n)))) == 1.0)
+    ts = np.arange(3.0)
+    assert float(M.corr_time(const, wave, ts)) == 0.0  # uncorrelated from the start
+
+
+# --- CRPS -----------------------------------------------------------------------------
+
+
+def test_crps_hand_case():
+    # members {0, 1}, y = 0: mean|x - y| = 1/2, sum_{m,m'} |x_m - x_m'| = 2
+    ens, y = np.array([0.0, 1.0]), np.array(0.0)
+    assert float(M.crps_fair(ens, y)) == pytest.approx(0.5 - 2 / (2 * 2 * 1))
+    assert float(M.crps(ens, y, fair=False)) == pytest.approx(0.5 - 2 / (2 * 4))
+    # against the O(M^2) definition, members on axis 1
+    rng = np.random.default_rng(1)
+    ens = rng.normal(size=(3, 7, 5))
+    ref = rng.normal(size=(3, 5))
+    pair = np.abs(ens[:, :, None] - ens[:, None, :]).sum(axis=(1, 2))
+    direct = np.abs(ens - ref[:, None]).mean(axis=1) - pair / (2 * 7 * 6)
+    np.testing.assert_allclose(M.crps(ens, ref, 1, reduce=False), direct, rtol=1e-12)
+    with pytest.raises(ValueError, match="at least 2 members"):
+        M.crps_fair(ens[:, :1], ref, 1)
+    with pytest.raises(ValueError, match="`ref` must have the shape of `ensemble`"):
+        M.crps_fair(ens, ref)
+
+
+def test_crps_large_ensemble_matches_gaussian_closed_form():
+    rng = np.random.default_rng(2)
+    mu, sigma, n_y, m = 0.3, 1.7, 200, 2000
+    y = mu + sigma * np.linspace(-2.5, 2.5, n_y)
+    ens = mu + sigma * rng.normal(size=(m, n_y))
+    exact = _crps_gaussian(y, mu, sigma)
+    per_point = np.asarray(M.crps(ens, y, reduce=False))
+    # per point the Monte-Carlo error is ~ sigma / sqrt(M) ~ 2%; the mean over 200 y ~ 0.3%
+    np.testing.assert_allclose(per_point, exact, rtol=0.1)
+    assert float(M.crps_fair(ens, y)) == pytest.approx(exact.mean(), rel=0.01)
+
+
+def test_fair_crps_unbiased_for_small_ensembles_plain_biased_high():
+    rng = np.random.default_rng(3)
+    m, reps = 4, 100_000
+    y = rng.normal(size=reps)  # any y: each column is compared with its own closed form
+    ens = rng.normal(size=(m, reps))
+    exact = _crps_gaussian(y, 0.0, 1.0).mean()  # ~ 1/sqrt(pi) = 0.564
+    fair = float(M.crps_fair(ens, y))
+    plain = float(M.crps(ens, y, fair=False))
+    assert fair == pytest.approx(exact, rel=0.02)  # standard error ~ 0.2%
+    # the plain estimator is high by E|X - X'| / (2M) = 1 / (M sqrt(pi)) = 0.14 (~25%)
+    assert plain - exact == pytest.approx(1 / (m * SQRT_PI), rel=0.1)
+    assert plain > 1.15 * exact
+
+
+# --- spread-skill -----------------------------------------------------------------------
+
+
+def test_spread_skill_calibrated_large_ensemble():
+    rng = np.random.default_rng(4)
+    ens = rng.normal(size=(100, 4000))
+    ref = rng.normal(size=4000)
+    assert float(M.spread_skill(ens, ref)) == pytest.approx(1.0, abs=0.03)
+    # members with half the spread: ratio -> 0.5 (exactly sqrt(1.01/4 / (1 + 1/400)) = 0.502)
+    assert float(M.spread_skill(0.5 * ens, ref)) == pytest.approx(0.5, abs=0.02)
+
+
+def test_spread_skill_small_ensemble_unbiased():
+    rng = np.random.default_rng(5)
+    m = 4
+    ratios, uncorrected = [], []
+    for _ in range(200):
+        ens = rng.normal(size=(m, 500))
+        ref = rng.normal(size=500)
+        ratios.append(float(M.spread_skill(ens, ref)))
+        spread = np.sqrt(np.var(ens, axis=0, ddof=1).mean())
+        uncorrected.append(spread / np.sqrt(((ens.mean(0) - ref) ** 2).mean()))
+    # mean over 200 repetitions of 500 points: standard error ~ 0.2%
+    assert np.mean(ratios) == pytest.approx(1.0, abs=0.02)
+    # without (M+1)/M a calibrated 4-member ensemble looks over-confident: sqrt(4/5) = 0.894
+    assert np.mean(uncorrected) == pytest.approx(math.sqrt(m / (m + 1)), abs=0.02)
+
+
+def test_spread_skill_over_time():
+    rng = np.random.default_rng(6)
+    m, b, t, n = 8, 50, 5, 32
+    scale = np.array([0.0, 0.5, 1.0, 2.0, 4.0])[None, None, :, None]
+    ens = scale * rng.normal(size=(m, b, t, n))
+    ref = scale[0] * rng.normal(size=(b, t, n))
+    ssr = np.asarray(M.spread_skill(ens, ref, over_time=True))
+    assert ssr.shape == (t,)
+    assert np.isnan(ssr[0])  # zero error at the shared initial state
+    np.testing.assert_allclose(ssr[1:], 1.0, atol=0.08)
+    # both halves: spread sqrt((M+1)/M) s(t), error of the mean sqrt(1 + 1/M) s(t)
+    spread, error = M.spread_and_error(ens, ref, over_time=True)
+    s = scale.ravel()[1:]
+    np.testing.assert_allclose(spread[1:] / s, math.sqrt((m + 1) / m), rtol=0.03)
+    np.testing.assert_allclose(error[1:] / s, math.sqrt(1 + 1 / m), rtol=0.08)
+    # members last, [B, T, n, M]: the same numbers
+    ssr_last = M.spread_skill(np.moveaxis(ens, 0, -1), ref, member_axis=-1, over_time=True)
+    np.testing.assert_allclose(ssr_last, ssr, rtol=1e-12)
+
+
+# --- coverage -----------------------------------------------------------------------------
+
+
+def test_coverage_hand_case():
+    ens = np.broadcast_to(np.arange(11.0)[:, None], (11, 5))  # quantiles q_p = 10 p
+    ref = np.array([0.4, 0.5, 5.0, 9.5, 9.6])
+    # 90% interval [0.5, 9.5] (inclusive): 3 of 5 inside
+    assert float(M.coverage(ens, ref, 0.9)) == pytest.approx(0.6)
+    # 50% interval [2.5, 7.5]: only 5.0
+    assert float(M.coverage(ens, ref, 0.5)) == pytest.approx(0.2)
+    with pytest.raises(ValueError, match="`level` must be in"):
+        M.coverage(ens, ref, 1.0)
+
+
+@pytest.mark.parametrize("level", [0.5, 0.9])
+def test_coverage_calibrated(level):
+    rng = np.random.default_rng(7)
+    ens = rng.normal(size=(400, 4000))
+    ref = rng.normal(size=4000)
+    # binomial standard error sqrt(l (1 - l) / 4000) <= 0.008
+    assert float(M.coverage(ens, ref, level)) == pytest.approx(level, abs=0.03)
+    # half the spread covers much less: P(|Z| < z_l / 2)
+    assert float(M.coverage(0.5 * ens, ref, level)) < level - 0.15
+
+
+# --- Gaussian NLL -------------------------------------------------------------------------
+
+
+def test_gaussian_nll_closed_form():
+    mu, a = 1.5, 0.4
+    ens = np.array([mu - a, mu + a])[:, None] * np.ones((1, 3))  # mean mu, var(ddof=1) 2a^2
+    ref = np.array([1.5, 2.0, 0.0])
+    var = 2 * a**2
+    exact = np.mean(0.5 * np.log(2 * np.pi * var) + (ref - mu) ** 2 / (2 * var))
+    assert float(M.gaussian_nll(ens, ref)) == pytest.approx(exact, rel=1e-12)
+    var0 = a**2
+    exact0 = np.mean(0.5 * np.log(2 * np.pi * var0) + (ref - mu) ** 2 / (2 * var0))
+    assert float(M.gaussian_nll(ens, ref, ddof=0)) == pytest.approx(exact0, rel=1e-12)
+    # collapsed ensemble: the variance floor keeps it finite
+    flat = float(M.gaussian_nll(np.ones((4, 3)), np.ones(3), var_floor=1e-4))
+    assert flat == pytest.approx(0.5 * np.log(2 * np.pi * 1e-4))
+
+
+def test_gaussian_nll_calibrated_expectation():
+    rng = np.random.default_rng(8)
+    sigma = 2.0
+    ens = sigma * rng.normal(size=(500, 4000))
+    ref = sigma * rng.normal(size=4000)
+    # E[NLL] of N(0, s^2) at y ~ N(0, s^2) = log(s sqrt(2 pi)) + 1/2
+    exact = math.log(sigma * math.sqrt(2 * math.pi)) + 0.5
+    assert float(M.gaussian_nll(ens, ref)) == pytest.approx(exact, abs=0.03)
+
+
+# --- rank histogram -------------------------------------------------------------------------
+
+
+def test_rank_histogram_flat_and_u_shaped():
+    rng = np.random.default_rng(9)
+    m, p = 9, 20_000
+    ens = rng.normal(size=(m, p))
+    ref = rng.normal(size=p)
+    counts = np.asarray(M.rank_histogram(ens, ref))
+    assert counts.shape == (m + 1,) and counts.sum() == pytest.approx(p)
+    expected = p / (m + 1)
+    chi2 = np.sum((counts - expected) ** 2 / expected)
+    assert chi2 < 30.0, chi2  # 9 degrees of freedom: P(chi2 > 30) = 4e-4
+    under = np.asarray(M.rank_histogram(0.3 * ens, ref))
+    assert min(under[0], under[-1]) > 3 * max(under[3:7])
+
+
+def test_rank_histogram_ties():
+    ens = np.zeros((4, 10))
+    ref = np.zeros(10)
+    # all tied: uniform fractional counts, or random ranks with a key
+    np.testing.assert_allclose(M.rank_histogram(ens, ref), np.full(5, 2.0))
+    counts = np.asarray(M.rank_histogram(ens, ref, key=jax.random.PRNGKey(0)))
+    assert counts.sum() == 10 and np.all(counts == np.round(counts))
+    # no ties: exact ranks
+    ens = np.array([[0.0, 0.0, 0.0], [1.0, 1.0, 1.0]])
+    ref = np.array([-1.0, 0.5, 2.0])
+    np.testing.assert_allclose(M.rank_histogram(ens, ref), [1.0, 1.0, 1.0])
+    np.testing.assert_allclose(M.rank_histogram(ens, ref, key=jax.random.PRNGKey(1)), [1, 1, 1])
+
+
+# --- summary ----------------------------------------------------------------------------
+
+
+def test_uq_summary_keys_and_values():
+    rng = np.random.default_rng(10)
+    ens = rng.normal(size=(5, 3, 4, 8))
+    ref = rng.normal(size=(3, 4, 8))
+    out = M.uq_summary(ens, ref)
+    assert set(out) >= {"crps", "spread_skill", "coverage90", "coverage50", "nll"}
+    assert all(type(v) is float and np.isfinite(v) for v in out.values())
+    assert out["crps"] == pytest.approx(float(M.crps_fair(ens, ref)))
+    assert 0.0 <= out["coverage50"] <= out["coverage90"] <= 1.0
+
+
+def test_metrics_jit():
+    rng = np.random.default_rng(11)
+    ens = jnp.asarray(rng.normal(size=(4, 2, 6, 8)))
+    ref = jnp.asarray(rng.normal(size=(2, 6, 8)))
+    ts = jnp.linspace(0.0, 1.0, 6)
+    np.testing.assert_allclose(jax.jit(M.crps_fair)(ens, ref), M.crps_fair(ens, ref))
+    np.testing.assert_allclose(jax.jit(M.corr_time)(ens[0], ref, ts), M.corr_time(ens[0], ref, ts))
