@@ -60,9 +60,20 @@ class Config:
     def save(self, path: str | Path) -> None:
         Path(path).write_text(json.dumps(self.to_dict(), indent=2) + "\n")
 
+    def save_toml(self, path: str | Path) -> None:
+        """Write the configuration as a TOML file that `--config` reads back."""
+        lines = [f"# neuroscale configuration for `{self.system}`", f'system = "{self.system}"']
+        for k, v in self.to_dict().items():
+            if k == "system" or v is None:
+                continue
+            lines.append(f"{k} = {_toml_value(v)}")
+        Path(path).write_text("\n".join(lines) + "\n")
+
     @classmethod
     def load(cls, path: str | Path) -> "Config":
         data = json.loads(Path(path).read_text())
+        # None marks a key that does not apply to the system (viscosity of kuramoto).
+        data = {k: v for k, v in data.items() if v is not None}
         return build_config(data.pop("system"), overrides=data)
 
 
@@ -96,6 +107,14 @@ _POSITIVE_INT = ("fine_n", "coarse_n", "members", "train_steps", "horizon", "eva
                  "stability_factor")
 _POSITIVE = ("learning_rate", "dt", "save_dt", "fine_dt", "t_train", "avg_degree")
 _NON_NEGATIVE = ("anchor_weight", "physics_weight", "t_spinup", "drag", "prior_scale")
+
+
+def _toml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, str):
+        return json.dumps(v)
+    return repr(v)
 
 
 def _coerce(name: str, value: Any, target: Any) -> Any:

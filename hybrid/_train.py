@@ -194,8 +194,12 @@ def train(
 
     data_tuple = (data.ys, data.ts, data.physics)
     log_path = out / "train_log.jsonl"
-    if start == 0 and log_path.exists():
-        log_path.unlink()
+    if log_path.exists():
+        # Keep what was logged up to the restored checkpoint; what a crash logged
+        # after it is redone by this run.
+        kept = [line for line in log_path.read_text().splitlines()
+                if line.strip() and json.loads(line)["step"] <= start]
+        log_path.write_text("".join(line + "\n" for line in kept))
     end = cfg.train_steps if stop_after is None else min(cfg.train_steps, stop_after)
     bar = tqdm(range(start, end), initial=start, total=cfg.train_steps, disable=not progress,
                desc=f"train {cfg.system} x{cfg.members}", unit="step")
