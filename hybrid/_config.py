@@ -29,9 +29,20 @@ class Config:
     mode: str = "tendency"
     learning_rate: float = 3e-3
     batch_size: int = 8
+    # uncertainty (see hybrid/_bayes.py): the ensemble method, the likelihood noise
+    # (relative to the data's rms; sets the anchor weight and the per-member target
+    # perturbation), the prior, MC dropout, randomized prior functions, the fitted
+    # stochastic closure term, and the spread calibration on validation data
     ensemble: str = "anchored"
+    noise_std: float = 0.05
     prior_scale: float = 1.0
-    anchor_weight: float = 1e-4
+    prior_min_std: float = 0.01
+    dropout_rate: float = 0.1
+    prior_function_scale: float = 1.0
+    stochastic_closure: str = "state"
+    noise_fit_steps: int = 1
+    calibrate: bool = True
+    n_val: int = 8
     physics_weight: float = 0.1
     curriculum: bool = True
     checkpoint_every: int = 100
@@ -53,6 +64,10 @@ class Config:
     forcing: str = "random"
     avg_degree: float = 10.0
     coupling: float = 3.0
+    frequencies: str = "gaussian"
+    clustering: str = "spectral"
+    scales: int = 3
+    heads: int = 4
 
     def to_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)
@@ -79,7 +94,7 @@ class Config:
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "burgers": dict(
-        seed=0, fine_n=512, coarse_n=32, viscosity=0.02, members=4, train_steps=600,
+        seed=0, fine_n=512, coarse_n=32, viscosity=0.01, members=4, train_steps=600,
         horizon=16, eval_horizon=200, closure="stencil", dt=0.05, save_dt=0.1,
         fine_dt=0.005, t_spinup=2.0, t_train=20.0, n_train=32, n_test=8, forcing="random",
     ),
@@ -91,22 +106,28 @@ _DEFAULTS: dict[str, dict[str, Any]] = {
     ),
     "kuramoto": dict(
         seed=0, fine_n=20000, coarse_n=32, viscosity=None, members=4, train_steps=400,
-        horizon=10, eval_horizon=100, closure="graph-attention", dt=0.05, save_dt=0.1,
-        fine_dt=0.01, t_spinup=0.0, t_train=20.0, n_train=16, n_test=4, forcing="none",
-        avg_degree=10.0, coupling=3.0,
+        horizon=10, eval_horizon=100, closure="graph-attention", dt=0.1, save_dt=0.1,
+        fine_dt=0.05, t_spinup=0.0, t_train=20.0, n_train=16, n_test=4, forcing="none",
+        avg_degree=10.0, coupling=3.0, frequencies="gaussian", clustering="spectral",
+        scales=3, width=32, heads=4, depth=2,
     ),
 }
 
 _CHOICES = {
     "mode": ("tendency", "correction"),
-    "ensemble": ("anchored", "deep", "mc-dropout"),
+    "ensemble": ("anchored", "deep", "mc-dropout", "randomized-prior"),
+    "stochastic_closure": ("none", "diagonal", "state"),
     "filter": ("spectral", "box"),
+    "frequencies": ("gaussian", "lorentzian"),
+    "clustering": ("spectral", "geometric"),
 }
 _POSITIVE_INT = ("fine_n", "coarse_n", "members", "train_steps", "horizon", "eval_horizon",
                  "batch_size", "checkpoint_every", "width", "depth", "n_train", "n_test",
-                 "stability_factor")
+                 "n_val", "noise_fit_steps",
+                 "stability_factor", "scales", "heads")
 _POSITIVE = ("learning_rate", "dt", "save_dt", "fine_dt", "t_train", "avg_degree")
-_NON_NEGATIVE = ("anchor_weight", "physics_weight", "t_spinup", "drag", "prior_scale")
+_NON_NEGATIVE = ("physics_weight", "t_spinup", "drag", "noise_std", "prior_function_scale")
+_POSITIVE = _POSITIVE + ("prior_scale", "prior_min_std")
 
 
 def _toml_value(v: Any) -> str:
@@ -233,8 +254,19 @@ def validate(cfg: Config) -> None:
             )
         if cfg.filter == "box" and cfg.fine_n % cfg.coarse_n:
             raise ValueError("config key `coarse_n` must divide `fine_n` with filter='box'.")
-    elif cfg.coarse_n > cfg.fine_n:
-        raise ValueError("config key `coarse_n` (clusters) must not exceed `fine_n` (oscillators).")
+    else:
+        if cfg.coarse_n > cfg.fine_n:
+            raise ValueError(
+                "config key `coarse_n` (clusters) must not exceed `fine_n` (oscillators)."
+            )
+        if not cfg.avg_degree < cfg.fine_n - 1:
+            raise ValueError(
+                f"config key `avg_degree` ({cfg.avg_degree}) must be below `fine_n` - 1."
+            )
+        if cfg.width % cfg.heads:
+            raise ValueError(
+                f"config key `heads` ({cfg.heads}) must divide `width` ({cfg.width})."
+            )
     ratio = cfg.save_dt / cfg.dt
     if abs(ratio - round(ratio)) > 1e-6:
         raise ValueError(f"config key `save_dt` ({cfg.save_dt}) must be a multiple of `dt` ({cfg.dt}).")
@@ -249,8 +281,15 @@ def validate(cfg: Config) -> None:
             f"config key `horizon` ({cfg.horizon}) must be below the saved steps per "
             f"trajectory t_train/save_dt = {n_saves}."
         )
-    if cfg.members < 2 and cfg.ensemble != "deep":
+    if cfg.members < 2:
         raise ValueError("config key `members` must be >= 2 for an ensemble with uncertainty.")
+    if not 0 <= cfg.dropout_rate < 1:
+        raise ValueError(f"config key `dropout_rate` must be in [0, 1), got {cfg.dropout_rate}.")
+    if cfg.noise_fit_steps >= n_saves:
+        raise ValueError(
+            f"config key `noise_fit_steps` ({cfg.noise_fit_steps}) must be below the saved "
+            f"steps per trajectory {n_saves}."
+        )
     if cfg.closure not in _closure_names(cfg.system):
         raise ValueError(
             f"config key `closure` must be one of {_closure_names(cfg.system)}, got {cfg.closure!r}."

@@ -82,12 +82,25 @@ def training_data(task, out: Path, *, progress: bool = True) -> TrajectoryData:
     return TrajectoryData(ys, ts, _physics(task, ds, cfg.coarse_n))
 
 
-def test_data(task, out: Path, duration: float, *, progress: bool = True):
+# Key streams of the data splits (fold_in of the run's seed): training 0, test 1,
+# validation 4 (2, 3, 5 seed the members, the training steps and the target noise).
+_SPLITS = {"test": 1, "validation": 4}
+
+
+def test_data(task, out: Path, duration: float, *, progress: bool = True,
+              split: str = "test"):
     """Held-out fine trajectories (other keys than training) and their fine systems:
-    `(ys_fine [B, T, *fine_state], ts [T], fine systems stacked [B])`."""
+    `(ys_fine [B, T, *fine_state], ts [T], fine systems stacked [B])`.
+
+    `split="test"` is what evaluation scores; `split="validation"` is a separate
+    held-out set for fitting what training cannot (the spread calibration), never
+    the test set."""
     cfg = task.cfg
-    key = jr.fold_in(jr.PRNGKey(cfg.seed), 1)
-    ds = _dataset(task, out / "data" / "test", duration, cfg.n_test, key, None, progress)
+    if split not in _SPLITS:
+        raise ValueError(f"`split` must be one of {tuple(_SPLITS)}, got {split!r}.")
+    key = jr.fold_in(jr.PRNGKey(cfg.seed), _SPLITS[split])
+    size = cfg.n_test if split == "test" else cfg.n_val
+    ds = _dataset(task, out / "data" / split, duration, size, key, None, progress)
     s0 = int(round(cfg.t_spinup / cfg.save_dt))
     like = task.sample(jr.PRNGKey(0))[0]
     fine = ds.system(slice(0, len(ds)), like)

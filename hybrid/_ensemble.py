@@ -94,16 +94,20 @@ class Ensemble(eqx.Module):
         """All members from the same `y0`, one vmapped `solvers.solve`.
 
         `physics` overrides the stored physics (e.g. the coarse solver with another
-        trajectory's forcing). **Returns:** a `Solution` with `ys` `[M, T, *state]`
+        trajectory's forcing). A `key` (for systems with noise) is split into one key
+        per member, so that members follow independent noise paths. **Returns:** a `Solution` with `ys` `[M, T, *state]`
         and `blowup_index` `[M]`.
         """
         phys = self.physics if physics is None else physics
         ens = Ensemble(self.members, phys, self.mode)
+        key = kwargs.pop("key", None)
+        # a noisy system needs one Brownian path per member, not one shared by all
+        keys = None if key is None else jr.split(key, self.size)
 
-        def one(member):
-            return solvers.solve(ens._system(member), y0, ts, dt=dt, **kwargs)
+        def one(member, k):
+            return solvers.solve(ens._system(member), y0, ts, dt=dt, key=k, **kwargs)
 
-        sol = eqx.filter_vmap(one)(self.members)
+        sol = eqx.filter_vmap(one)(self.members, keys)
         return solvers.Solution(sol.ts[0], sol.ys, sol.stats, sol.blowup_index)
 
     def __call__(self, t, y, args) -> Array:

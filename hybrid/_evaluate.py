@@ -14,11 +14,13 @@ import numpy as np
 import solvers
 
 from . import _metrics as M
+from ._calibration import inflate_spread
 from ._config import Config
 from ._data import test_data
 from ._ensemble import Ensemble
 from ._task import AbstractTask, make_task
 from ._train import load_ensemble
+from ._uq import ensemble_rollouts, load_uncertainty
 
 
 def _rollouts(physics_b, y0_b, ts_rel, t0, dt, **kw):
@@ -31,15 +33,37 @@ def _rollouts(physics_b, y0_b, ts_rel, t0, dt, **kw):
     return eqx.filter_jit(eqx.filter_vmap(one))(physics_b, y0_b)
 
 
-def _ensemble_rollouts(ens: Ensemble, physics_b, y0_b, ts_rel, t0, dt):
-    """`[M, B, T, *state]` and blow-up indices `[M, B]`."""
+def _ensemble_rollouts(ens: Ensemble, physics_b, y0_b, ts_rel, t0, dt, task, *, noise=None,
+                       key=None):
+    """`[M, B, T, *state]` and blow-up indices `[M, B]`: every member (MC-dropout
+    masks and noise paths drawn per member and trajectory) from every initial state;
+    deterministic unless the fitted stochastic term `noise` is given."""
+    return ensemble_rollouts(task.cfg, task, ens.members, physics_b, y0_b, ts_rel, t0,
+                             noise=noise, key=key, dt=dt)
 
-    def one(system, y0):
-        sol = ens.solve(y0, ts_rel, dt=dt, physics=system, t_offset=t0, throw=False)
-        return sol.ys, sol.blowup_index
 
-    ys, blow = eqx.filter_jit(eqx.filter_vmap(one))(physics_b, y0_b)
-    return jnp.swapaxes(ys, 0, 1), jnp.swapaxes(blow, 0, 1)
+def _uq_block(ens_ys, ref) -> dict[str, Any]:
+    """The `uq` scores of an ensemble `[M, B, T, *state]`, lead times after the
+    shared initial state. `coverage90`/`coverage50` are the unbiased (PIT) estimates
+    of the fraction of reference values inside the ensemble's central 90%/50%
+    interval; the plain count between order statistics, biased low by about
+    (M-1)/(M+1) for M members (0.56 instead of 0.9 for a calibrated 4-member
+    ensemble), is kept as `coverage90_interval`."""
+    s = {k: float(v) for k, v in M.uq_summary(ens_ys, ref, skip_initial=True).items()}
+    out = {
+        "crps": s["crps"],
+        "spread_skill": s["spread_skill"],
+        "coverage90": s["coverage90_pit"],
+        "coverage50": s["coverage50_pit"],
+        "coverage90_interval": s["coverage90"],
+        "coverage50_interval": s["coverage50"],
+        "nll": s["nll"],
+        "ensemble_mean_rmse": float(M.rmse(jnp.mean(ens_ys[:, :, 1:], axis=0), ref[:, 1:])),
+        "member_rmse": float(np.mean([M.rmse(e[:, 1:], ref[:, 1:]) for e in ens_ys])),
+    }
+    spread_t = M.spread_skill(ens_ys, ref, over_time=True)
+    out["spread_skill_over_time"] = [float(x) for x in np.asarray(spread_t)]
+    return out
 
 
 def _summary(pred, ref, ts) -> dict[str, float]:
@@ -49,31 +73,21 @@ def _summary(pred, ref, ts) -> dict[str, float]:
     }
 
 
-def _stability(task: AbstractTask, cfg: Config, ens, physics_b, y0_b, t0, ref_energy):
-    """Rollouts `stability_factor` x the training horizon: blow-up (NaN/Inf, or energy
-    above 10x the largest reference energy) and energy drift."""
-    steps = cfg.stability_factor * cfg.horizon
-    ts_rel = np.arange(steps + 1) * cfg.save_dt
-    # save sparsely: every `horizon` steps
-    ts_rel = ts_rel[:: cfg.horizon]
-    ys, blow = _ensemble_rollouts(ens, physics_b, y0_b, ts_rel, t0, cfg.dt)
-    energy = task.energy(ys)  # [M, B, T]
-    bound = 10.0 * ref_energy
-    over = ~(energy <= bound)  # NaN counts as over
-    bad_any = np.asarray(jnp.any(over, axis=(0, 1)))
-    first_bad = int(np.argmax(bad_any)) if bad_any.any() else None
-    stable = first_bad is None and bool(jnp.all(blow < 0))
-    e_mean = np.asarray(jnp.nanmean(energy, axis=(0, 1)))
-    half = len(e_mean) // 2
-    drift = float((e_mean[half:].mean() - e_mean[1:half + 1].mean()) / ref_energy)
-    return {
-        "stable": stable,
-        "horizon_steps": int(steps),
-        "blowup_step": None if first_bad is None else int(first_bad * cfg.horizon),
-        "energy_bound": float(bound),
-        "max_energy": float(np.nanmax(np.asarray(energy))) if np.isfinite(energy).any() else None,
-        "energy_drift": drift,
-    }
+def _stability(task: AbstractTask, cfg: Config, ens, physics_b, y0_b, t0, ref_energy,
+               reference=None):
+    """Rollouts `stability_factor` x the training horizon (`hybrid.stability` through
+    `_stability.run_stability`): blow-up (NaN/Inf, or energy above 10x `ref_energy`)
+    at the exact step, energy and enstrophy drift, spectrum departure and, against the
+    `reference` trajectories `[B, T, *state]` when given, corr_time.
+
+    **Returns:** the `stability` block of `metrics.json` (`StabilityReport.to_dict`):
+    `stable`, `horizon_steps`, `blowup_step`, `energy_bound`, `max_energy`,
+    `energy_drift`, and the richer diagnostics."""
+    from ._stability import run_stability
+
+    report = run_stability(task, cfg, ens, physics_b, y0_b, t0, ref_energy,
+                           reference=reference)
+    return report.to_dict()
 
 
 def evaluate(out: str | Path, *, progress: bool = True, figures: bool = True) -> dict[str, Any]:
@@ -93,7 +107,7 @@ def evaluate(out: str | Path, *, progress: bool = True, figures: bool = True) ->
     y0 = ref[:, 0]
     coarse = eqx.filter_vmap(lambda f: task.coarse_physics(f, cfg.coarse_n))(fine)
 
-    ens_ys, ens_blow = _ensemble_rollouts(ens, coarse, y0, ts_rel, t0, cfg.dt)
+    ens_ys, ens_blow = _ensemble_rollouts(ens, coarse, y0, ts_rel, t0, cfg.dt, task)
     hyb_mean = jnp.mean(ens_ys, axis=0)
     base_ys, base_blow = _rollouts(coarse, y0, ts_rel, t0, cfg.dt)
     results: dict[str, Any] = {
@@ -133,16 +147,29 @@ def evaluate(out: str | Path, *, progress: bool = True, figures: bool = True) ->
     results["equivalent_resolution_factor"] = max(matched) if matched else 1
     results["rmse_ratio_vs_baseline"] = results["hybrid"]["rmse"] / results["baseline"]["rmse"]
 
-    results["uq"] = {k: float(v) for k, v in M.uq_summary(ens_ys, ref).items()}
-    spread_t = M.spread_skill(ens_ys, ref, over_time=True)
-    results["uq"]["spread_skill_over_time"] = [float(x) for x in np.asarray(spread_t)]
+    # The probabilistic forecast: the members with the fitted stochastic term, their
+    # spread scaled by the inflation fitted on the validation set (uq.json).
+    noise, alpha = load_uncertainty(out, cfg, task.ndim)
+    prob_ys = ens_ys
+    if noise is not None:
+        prob_ys, _ = _ensemble_rollouts(ens, coarse, y0, ts_rel, t0, cfg.dt, task, noise=noise)
+    calibrated = inflate_spread(prob_ys, alpha) if alpha != 1.0 else prob_ys
+    results["uq"] = _uq_block(calibrated, ref)
+    results["uq"].update(stochastic_closure=cfg.stochastic_closure, inflation=alpha,
+                         ensemble=cfg.ensemble)
+    results["uq_uncalibrated"] = _uq_block(prob_ys, ref)
+    results["uq_members_only"] = _uq_block(ens_ys, ref)
 
     train_energy = float(jnp.max(task.energy(ref)))
-    results["stability"] = _stability(task, cfg, ens, coarse, y0, t0, train_energy)
+    results["stability"] = _stability(task, cfg, ens, coarse, y0, t0, train_energy,
+                                        reference=ref)
     results["eval_seconds"] = time.perf_counter() - t_start
     (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
     if figures:
         from ._report import write_report
+        from ._uq_figures import write_uq_figures
 
-        write_report(out, cfg, task, results, ts_rel, ref, ens_ys, base_ys, curves)
+        extra = write_uq_figures(out, np.asarray(calibrated), np.asarray(ref), ts_rel)
+        write_report(out, cfg, task, results, ts_rel, ref, ens_ys, base_ys, curves,
+                     extra_figures=extra)
     return results

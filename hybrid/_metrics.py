@@ -392,28 +392,66 @@ def coverage(
     ref: Float[ArrayLike, "*shape"],
     level: float = 0.9,
     member_axis: int = 0,
+    *,
+    method: str = "interval",
 ) -> Float[Array, ""]:
-    r"""Fraction of reference values inside the ensemble's central `level` interval,
-    $\langle \mathbb 1[q_{(1-\ell)/2} \le y \le q_{(1+\ell)/2}] \rangle$,
+    r"""Fraction of reference values inside the ensemble's central `level` interval.
 
-    with $q_p$ the members' empirical quantiles (linear interpolation, NumPy's
-    default). A calibrated ensemble covers about `level`; less means over-confident.
-    With few members the interval is narrow (for $M = 2$ at most the members' range).
+    - `method="interval"` (default; the definition of `metrics.json`'s `coverage90`):
+      $\langle \mathbb 1[q_{(1-\ell)/2} \le y \le q_{(1+\ell)/2}] \rangle$ with $q_p$
+      the members' empirical quantiles (linear interpolation, NumPy's default). This
+      is the coverage of the interval the ensemble draws; for few members it is biased
+      low even for a perfectly calibrated ensemble: the interval cannot reach beyond
+      the members' range, which holds an exchangeable $y$ with probability
+      $\frac{M-1}{M+1}$ (0.6 for $M=4$), and with linear interpolation the expected
+      coverage is about $\ell \frac{M-1}{M+1}$.
+    - `method="pit"`: the coverage of the central interval of the forecast's
+      probability integral transform. With $r$ the rank of $y$ among the members
+      (`rank_histogram`), the PIT is taken uniform on $[\frac{r}{M+1}, \frac{r+1}{M+1}]$
+      and the score is the probability that it falls in
+      $[\frac{1-\ell}{2}, \frac{1+\ell}{2}]$. For a calibrated ensemble (reference
+      and members exchangeable) its expectation is exactly $\ell$ for every $M$, so it
+      compares ensembles of different sizes; ties are spread over the tied ranks.
+
+    A calibrated ensemble covers about `level` (exactly, in expectation, for `"pit"`);
+    less means over-confident. Points where the reference or any member is not
+    finite (a blow-up) count as not covered.
 
     **Arguments:**
 
     - `ensemble`: members along `member_axis` (default 0).
     - `ref`: shaped like `ensemble` without the member axis.
     - `level`: in (0, 1), default 0.9.
+    - `method`: `"interval"` (default) or `"pit"`.
 
     **Returns:** a 0-d array in [0, 1].
+
+    **Reference:** PIT and rank histograms: T. Gneiting, F. Balabdaoui, A. E. Raftery,
+    J. R. Stat. Soc. B 69, 243 (2007); T. M. Hamill, Mon. Weather Rev. 129, 550 (2001).
     """
     if not 0.0 < float(level) < 1.0:
         raise ValueError(f"`level` must be in (0, 1), got {level!r}.")
+    if method not in ("interval", "pit"):
+        raise ValueError(f"`method` must be 'interval' or 'pit', got {method!r}.")
     ens, ref = _members_last(ensemble, ref, member_axis)
-    qs = jnp.asarray([(1.0 - level) / 2, (1.0 + level) / 2], ens.dtype)
-    lo, hi = jnp.quantile(ens, qs, axis=-1, method="linear")
-    return jnp.mean(((ref >= lo) & (ref <= hi)).astype(ens.dtype))
+    finite = jnp.isfinite(ref) & jnp.all(jnp.isfinite(ens), axis=-1)
+    lo_p, hi_p = (1.0 - level) / 2, (1.0 + level) / 2
+    if method == "interval":
+        qs = jnp.asarray([lo_p, hi_p], ens.dtype)
+        lo, hi = jnp.quantile(ens, qs, axis=-1, method="linear")
+        inside = (ref >= lo) & (ref <= hi) & finite
+        return jnp.mean(inside.astype(ens.dtype))
+    m = ens.shape[-1]
+    # covered[r] = (M+1) |[r/(M+1), (r+1)/(M+1)] ∩ [lo_p, hi_p]|: the probability that a
+    # PIT uniform on rank r's bin lies in the central interval; cum[r] = sum_{s<r}.
+    edges = jnp.arange(m + 2, dtype=ens.dtype) / (m + 1)
+    covered = jnp.clip(jnp.minimum(edges[1:], hi_p) - jnp.maximum(edges[:-1], lo_p), 0.0)
+    cum = jnp.concatenate([jnp.zeros(1, ens.dtype), jnp.cumsum(covered * (m + 1))])
+    y = ref[..., None]
+    lower = jnp.sum(ens < y, axis=-1)
+    ties = jnp.sum(ens == y, axis=-1)
+    score = (cum[lower + ties + 1] - cum[lower]) / (ties + 1).astype(ens.dtype)
+    return jnp.mean(jnp.where(finite, score, 0.0))
 
 
 @eqx.filter_jit
@@ -470,7 +508,9 @@ def rank_histogram(
     - `ref`: shaped like `ensemble` without the member axis.
     - `key`: keyword-only, optional `jax.random` key for tie breaking.
 
-    **Returns:** `[M+1]` float counts summing to the number of points.
+    **Returns:** `[M+1]` float counts summing to the number of points where the
+    reference and every member are finite (points with a blown-up member or NaN
+    reference are left out rather than piled into an end rank).
 
     **Reference:** T. M. Hamill, Mon. Weather Rev. 129, 550 (2001).
     """
@@ -479,12 +519,13 @@ def rank_histogram(
     y = ref[..., None]
     lower = jnp.sum(ens < y, axis=-1).ravel()
     ties = jnp.sum(ens == y, axis=-1).ravel()
+    finite = (jnp.isfinite(ref) & jnp.all(jnp.isfinite(ens), axis=-1)).ravel()
     if key is not None:
         rank = lower + jax.random.randint(key, lower.shape, 0, ties + 1)
-        return jnp.zeros(m + 1, ens.dtype).at[rank].add(1.0)
+        return jnp.zeros(m + 1, ens.dtype).at[rank].add(finite.astype(ens.dtype))
     # Each point puts 1/(ties+1) on ranks lower .. lower+ties: add at the first, take
     # off after the last, and integrate (O(points + M), no [points, M] array).
-    w = 1.0 / (ties + 1).astype(ens.dtype)
+    w = jnp.where(finite, 1.0 / (ties + 1).astype(ens.dtype), 0.0)
     d = jnp.zeros(m + 2, ens.dtype).at[lower].add(w).at[lower + ties + 1].add(-w)
     return jnp.cumsum(d)[: m + 1]
 
@@ -493,20 +534,54 @@ def uq_summary(
     ensemble: Float[ArrayLike, " M *shape"],
     ref: Float[ArrayLike, "*shape"],
     member_axis: int = 0,
+    *,
+    skip_initial: bool = False,
+    time_axis: int | None = None,
 ) -> dict[str, float]:
-    r"""The ensemble scores of `metrics.json`'s `uq` block, over every point.
+    r"""The ensemble scores of `metrics.json`'s `uq` block, pooled over every point.
 
-    **Arguments:** `ensemble` with members along `member_axis` (default 0; $M \ge 2$),
-    `ref` shaped like `ensemble` without it.
+    Rollouts that start from one shared initial state have no spread and no error at
+    $t_0$: the members tie with the reference, which scores as a perfect CRPS, counts
+    as covered and, through the variance floor, drives the Gaussian NLL towards
+    $\tfrac12\log(2\pi\sigma^2_{\min})$. Pass `skip_initial=True` to score lead
+    times after the first only (what a-posteriori evaluation wants).
+
+    **Arguments:**
+
+    - `ensemble`: members along `member_axis` (default 0; $M \ge 2$), e.g.
+      `[M, B, T, *state]`.
+    - `ref`: shaped like `ensemble` without it, e.g. `[B, T, *state]`.
+    - `skip_initial`: drop the first time of `ref`'s time axis (default `False`).
+    - `time_axis`: the time axis of `ref` (module docstring; default 1, or 0 for
+      2-dim `ref`); only used with `skip_initial`.
 
     **Returns:** a dict of Python floats: `"crps"` (`crps_fair`), `"spread_skill"`,
-    `"coverage50"`, `"coverage90"` (`coverage` at 0.5 and 0.9) and `"nll"`
-    (`gaussian_nll`).
+    `"coverage50"`, `"coverage90"` (`coverage` at 0.5 and 0.9, empirical intervals),
+    `"coverage50_pit"`, `"coverage90_pit"` (`coverage(..., method="pit")`, unbiased
+    for any $M$) and `"nll"` (`gaussian_nll`).
     """
+    ens = _float(ensemble)
+    ref = _float(ref)
+    if skip_initial:
+        ax = _time_axis(ref.ndim, time_axis, "ref")
+        if ref.shape[ax] < 2:
+            raise ValueError(
+                f"`skip_initial` needs at least 2 times on axis {ax} of `ref` {ref.shape}."
+            )
+        if not -ens.ndim <= member_axis < ens.ndim:
+            raise ValueError(
+                f"`member_axis` {member_axis} is out of range for `ensemble` of shape "
+                f"{ens.shape}."
+            )
+        e_ax = ax + (1 if ax >= member_axis % ens.ndim else 0)
+        ref = jax.lax.slice_in_dim(ref, 1, None, axis=ax)
+        ens = jax.lax.slice_in_dim(ens, 1, None, axis=e_ax)
     return {
-        "crps": float(crps_fair(ensemble, ref, member_axis)),
-        "spread_skill": float(spread_skill(ensemble, ref, member_axis)),
-        "coverage50": float(coverage(ensemble, ref, 0.5, member_axis)),
-        "coverage90": float(coverage(ensemble, ref, 0.9, member_axis)),
-        "nll": float(gaussian_nll(ensemble, ref, member_axis)),
+        "crps": float(crps_fair(ens, ref, member_axis)),
+        "spread_skill": float(spread_skill(ens, ref, member_axis)),
+        "coverage50": float(coverage(ens, ref, 0.5, member_axis)),
+        "coverage90": float(coverage(ens, ref, 0.9, member_axis)),
+        "coverage50_pit": float(coverage(ens, ref, 0.5, member_axis, method="pit")),
+        "coverage90_pit": float(coverage(ens, ref, 0.9, member_axis, method="pit")),
+        "nll": float(gaussian_nll(ens, ref, member_axis)),
     }

@@ -230,16 +230,34 @@ def write_report(
                          "evaluated.")
     uq = results.get("uq")
     if uq:
+        stages = [
+            ("members only (no stochastic term)", results.get("uq_members_only")),
+            (f"+ stochastic closure (`{uq.get('stochastic_closure')}`)",
+             results.get("uq_uncalibrated")),
+            (f"+ spread calibration x{_fmt(uq.get('inflation'))} (final)", uq),
+        ]
         lines += [
             "",
             "## Uncertainty",
             "",
-            "| CRPS | spread/skill | coverage 50% | coverage 90% | Gaussian NLL |",
-            "|---|---|---|---|---|",
-            f"| {_fmt(uq.get('crps'))} | {_fmt(uq.get('spread_skill'))} | "
-            f"{_fmt(uq.get('coverage50'))} | {_fmt(uq.get('coverage90'))} | "
-            f"{_fmt(uq.get('nll'))} |",
+            f"Ensemble `{uq.get('ensemble', cfg.ensemble)}` of {results['members']} members; "
+            "scores over every lead time after the shared initial state. Coverage is the "
+            "unbiased (PIT) estimate of the fraction of reference values inside the "
+            "ensemble's central interval; the calibration factor was fitted on a separate "
+            "validation set, never on these test trajectories.",
+            "",
+            "| forecast | CRPS | spread/skill | coverage 50% | coverage 90% | NLL | "
+            "ens.-mean rmse | member rmse |",
+            "|---|---|---|---|---|---|---|---|",
         ]
+        for name, block in stages:
+            if not block:
+                continue
+            lines.append(
+                f"| {name} | {_fmt(block.get('crps'))} | {_fmt(block.get('spread_skill'))} | "
+                f"{_fmt(block.get('coverage50'))} | {_fmt(block.get('coverage90'))} | "
+                f"{_fmt(block.get('nll'))} | {_fmt(block.get('ensemble_mean_rmse'))} | "
+                f"{_fmt(block.get('member_rmse'))} |")
     st = results.get("stability")
     if st:
         lines += [

@@ -36,8 +36,14 @@ class AbstractTask(eqx.Module):
         """The known physics at resolution `n` sharing `fine`'s forcing/parameters."""
 
     @abc.abstractmethod
-    def make_closure(self, key: PRNGKeyArray) -> Any:
-        """A freshly initialised closure for the coarse physics."""
+    def make_closure(self, key: PRNGKeyArray, **kwargs: Any) -> Any:
+        """A freshly initialised closure for the coarse physics; `kwargs` override the
+        configured architecture (e.g. `init_scale`)."""
+
+    def closure_args(self, physics: solvers.AbstractSystem) -> Any:
+        """What the closure receives as `args` in a rollout of the coarse `physics` of
+        one trajectory (e.g. that trajectory's parameters); `None` by default."""
+        return None
 
     def coarse_grain(self, y: Array, n: int) -> Array:
         """The filter from the fine state to `n` points per dimension."""
@@ -69,11 +75,11 @@ class BurgersTask(AbstractTask):
     def coarse_physics(self, fine, n):
         return solvers.Burgers1D(n, fine.viscosity, forcing=fine.forcing, length=fine.length)
 
-    def make_closure(self, key):
+    def make_closure(self, key, **kwargs):
         from .closures import make_closure
 
-        return make_closure(self.cfg.closure, 1, key=key, width=self.cfg.width,
-                            depth=self.cfg.depth)
+        kwargs = {"width": self.cfg.width, "depth": self.cfg.depth, **kwargs}
+        return make_closure(self.cfg.closure, 1, key=key, **kwargs)
 
     def conserved(self, y):
         # Zero-mean forcing: the spatial mean is an invariant of Burgers.

@@ -30,11 +30,11 @@ class NavierStokesTask(AbstractTask):
         return solvers.NavierStokes2D(n, fine.viscosity, drag=fine.drag, forcing=fine.forcing,
                                       length=fine.length)
 
-    def make_closure(self, key):
+    def make_closure(self, key, **kwargs):
         from .closures import make_closure
 
-        return make_closure(self.cfg.closure, 2, key=key, width=self.cfg.width,
-                            depth=self.cfg.depth)
+        kwargs = {"width": self.cfg.width, "depth": self.cfg.depth, **kwargs}
+        return make_closure(self.cfg.closure, 2, key=key, **kwargs)
 
     def energy(self, y):
         return solvers.energy(y)

@@ -231,15 +231,72 @@ def test_coverage_hand_case():
         M.coverage(ens, ref, 1.0)
 
 
+def _z(level):
+    # standard normal quantile of (1 + level) / 2 by bisection on _Phi
+    lo, hi = 0.0, 10.0
+    for _ in range(80):
+        mid = 0.5 * (lo + hi)
+        lo, hi = (mid, hi) if _Phi(mid) < (1 + level) / 2 else (lo, mid)
+    return 0.5 * (lo + hi)
+
+
 @pytest.mark.parametrize("level", [0.5, 0.9])
-def test_coverage_calibrated(level):
+def test_coverage_matches_gaussian_closed_form(level):
     rng = np.random.default_rng(7)
-    ens = rng.normal(size=(400, 4000))
-    ref = rng.normal(size=4000)
-    # binomial standard error sqrt(l (1 - l) / 4000) <= 0.008
-    assert float(M.coverage(ens, ref, level)) == pytest.approx(level, abs=0.03)
-    # half the spread covers much less: P(|Z| < z_l / 2)
-    assert float(M.coverage(0.5 * ens, ref, level)) < level - 0.15
+    m, p = 400, 4000
+    z = rng.normal(size=(m, p))
+    ref = rng.normal(size=p)
+    # binomial standard error sqrt(l (1 - l) / 4000) <= 0.008; the quantiles of 400
+    # members are within ~0.1 of the true ones (~0.01 in coverage)
+    tol = 0.03
+    for method in ("interval", "pit"):
+        assert float(M.coverage(z, ref, level, method=method)) == pytest.approx(level, abs=tol)
+    # forecast N(mu, s^2) against y ~ N(0, 1): covered iff |y - mu| <= z_l s, i.e.
+    # P = Phi(mu + z_l s) - Phi(mu - z_l s)
+    zl = _z(level)
+    for mu, s in [(0.0, 0.5), (0.0, 2.0), (0.8, 1.0)]:
+        exact = float(_Phi(mu + zl * s) - _Phi(mu - zl * s))
+        got = float(M.coverage(mu + s * z, ref, level))
+        assert got == pytest.approx(exact, abs=tol), (mu, s, got, exact)
+
+
+def test_coverage_pit_hand_case_and_small_ensembles():
+    ens = np.broadcast_to(np.arange(4.0)[:, None], (4, 5))  # members 0, 1, 2, 3
+    ref = np.array([1.5, -1.0, 10.0, 1.0, np.nan])
+    # PIT bins of width 1/5; rank 2 -> [0.4, 0.6] inside [0.05, 0.95]: 1; rank 0 ->
+    # [0, 0.2]: 0.15 / 0.2 = 0.75, rank 4 likewise; y = 1 ties member 1: ranks 1 and 2,
+    # both inside: 1; NaN reference: 0
+    assert float(M.coverage(ens, ref, 0.9, method="pit")) == pytest.approx(
+        (1 + 0.75 + 0.75 + 1 + 0) / 5, rel=1e-12)
+    # 50%: [0.25, 0.75]: rank 2: 1, ends: 0, tie of ranks 1 ([0.2, 0.4] -> 0.75) and 2
+    assert float(M.coverage(ens, ref, 0.5, method="pit")) == pytest.approx(
+        (1 + 0 + 0 + (0.75 + 1) / 2 + 0) / 5, rel=1e-12)
+    with pytest.raises(ValueError, match="`method` must be"):
+        M.coverage(ens, ref, 0.9, method="weibull")
+    # A calibrated 4-member ensemble: the PIT coverage is unbiased for any M, the
+    # empirical 90% interval cannot exceed the members' range, (M-1)/(M+1) = 0.6.
+    rng = np.random.default_rng(12)
+    m, p = 4, 200_000
+    ens = rng.normal(size=(m, p))
+    ref = rng.normal(size=p)
+    for level in (0.5, 0.9):
+        # binomial-like standard error < 0.0012
+        assert float(M.coverage(ens, ref, level, method="pit")) == pytest.approx(level, abs=0.005)
+    interval90 = float(M.coverage(ens, ref, 0.9))
+    assert interval90 < (m - 1) / (m + 1)
+    # as documented: about level (M-1)/(M+1) = 0.54 (measured 0.558)
+    assert interval90 == pytest.approx(0.9 * (m - 1) / (m + 1), abs=0.03)
+    # P(y inside the full range of the members) = (M-1)/(M+1) exactly
+    full = float(np.mean((ref >= ens.min(0)) & (ref <= ens.max(0))))
+    assert full == pytest.approx((m - 1) / (m + 1), abs=0.005)
+
+
+def test_coverage_blowup_counts_as_not_covered():
+    ens = np.broadcast_to(np.arange(11.0)[:, None], (11, 4)).copy()
+    ref = np.full(4, 5.0)
+    ens[3, 0] = np.nan  # one member of point 0 blew up
+    for method in ("interval", "pit"):
+        assert float(M.coverage(ens, ref, 0.9, method=method)) == pytest.approx(0.75)
 
 
 # --- Gaussian NLL -------------------------------------------------------------------------
@@ -287,6 +344,26 @@ def test_rank_histogram_flat_and_u_shaped():
     assert min(under[0], under[-1]) > 3 * max(under[3:7])
 
 
+def test_rank_histogram_matches_closed_form_of_misscaled_gaussians():
+    # members N(mu, s^2), y ~ N(0, 1): P(rank = r) = C(M, r) E[F(y)^r (1 - F(y))^(M-r)]
+    # with F the members' CDF; the expectation by quadrature on a fine grid
+    rng = np.random.default_rng(13)
+    m, p = 6, 100_000
+    y = np.linspace(-9, 9, 20001)
+    for mu, s in [(0.0, 0.4), (0.0, 2.0), (0.7, 1.0)]:
+        F = _Phi((y - mu) / s)
+        probs = np.array([
+            math.comb(m, r) * np.trapezoid(F**r * (1 - F) ** (m - r) * _phi(y), y)
+            for r in range(m + 1)
+        ])
+        ens = mu + s * rng.normal(size=(m, p))
+        ref = rng.normal(size=p)
+        freq = np.asarray(M.rank_histogram(ens, ref)) / p
+        # binomial standard errors sqrt(q (1 - q) / p) <= 0.0016
+        np.testing.assert_allclose(freq, probs, atol=0.006)
+        assert probs.sum() == pytest.approx(1.0, abs=1e-9)
+
+
 def test_rank_histogram_ties():
     ens = np.zeros((4, 10))
     ref = np.zeros(10)
@@ -299,6 +376,13 @@ def test_rank_histogram_ties():
     ref = np.array([-1.0, 0.5, 2.0])
     np.testing.assert_allclose(M.rank_histogram(ens, ref), [1.0, 1.0, 1.0])
     np.testing.assert_allclose(M.rank_histogram(ens, ref, key=jax.random.PRNGKey(1)), [1, 1, 1])
+    # non-finite points are left out (a blown-up member would land in an end rank)
+    ens_bad, ref_bad = ens.copy(), ref.copy()
+    ens_bad[1, 0] = np.nan
+    ref_bad[2] = np.inf
+    np.testing.assert_allclose(M.rank_histogram(ens_bad, ref_bad), [0.0, 1.0, 0.0])
+    np.testing.assert_allclose(
+        M.rank_histogram(ens_bad, ref_bad, key=jax.random.PRNGKey(1)), [0.0, 1.0, 0.0])
 
 
 # --- summary ----------------------------------------------------------------------------
@@ -312,7 +396,31 @@ def test_uq_summary_keys_and_values():
     assert set(out) >= {"crps", "spread_skill", "coverage90", "coverage50", "nll"}
     assert all(type(v) is float and np.isfinite(v) for v in out.values())
     assert out["crps"] == pytest.approx(float(M.crps_fair(ens, ref)))
+    assert out["coverage90_pit"] == pytest.approx(
+        float(M.coverage(ens, ref, 0.9, method="pit")))
     assert 0.0 <= out["coverage50"] <= out["coverage90"] <= 1.0
+
+
+def test_uq_summary_skip_initial_state():
+    # rollouts from a shared initial state: every member equals the reference at t0
+    rng = np.random.default_rng(14)
+    ens = rng.normal(size=(5, 3, 4, 8))
+    ref = rng.normal(size=(3, 4, 8))
+    ens[:, :, 0] = ref[None, :, 0]
+    out = M.uq_summary(ens, ref, skip_initial=True)
+    later = M.uq_summary(ens[:, :, 1:], ref[:, 1:])
+    assert out == pytest.approx(later, rel=1e-12)
+    # t0 counts as a perfect, fully covered, extremely sharp forecast otherwise:
+    # the NLL of those points is log(2 pi 1e-6) / 2 = -6.0 per point
+    full = M.uq_summary(ens, ref)
+    assert full["coverage90"] > later["coverage90"]
+    assert full["nll"] == pytest.approx(
+        0.75 * later["nll"] + 0.25 * 0.5 * math.log(2 * math.pi * 1e-6), rel=1e-9)
+    # members last, one trajectory [T, n, M]
+    one = M.uq_summary(np.moveaxis(ens[:, 0], 0, -1), ref[0], -1, skip_initial=True)
+    assert one == pytest.approx(M.uq_summary(ens[:, 0, 1:], ref[0, 1:]), rel=1e-12)
+    with pytest.raises(ValueError, match="`skip_initial` needs at least 2 times"):
+        M.uq_summary(ens[:, :, :1], ref[:, :1], skip_initial=True)
 
 
 def test_metrics_jit():
