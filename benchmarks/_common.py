@@ -1,40 +1,127 @@
-"""Shared by the benchmark scripts: timing and the machine/version header."""
+"""Shared by the benchmark scripts: interleaved timing, the machine/version header and
+markdown tables."""
 
+import dataclasses
 import datetime
+import math
 import os
 import platform
 import statistics
 import time
+from collections.abc import Callable, Sequence
 from importlib import metadata
 
 import jax
 
 
-def time_call(fn, *args, repeats: int = 20, warmup: int = 2) -> float:
-    """Median wall time (s) of `fn(*args)`, compiled and warmed up first."""
-    for _ in range(warmup):
-        jax.block_until_ready(fn(*args))
-    times = []
-    for _ in range(repeats):
-        t = time.perf_counter()
-        jax.block_until_ready(fn(*args))
-        times.append(time.perf_counter() - t)
-    return statistics.median(times)
+def _calibrate(fn: Callable, args: tuple, min_time: float) -> int:
+    """Calls per sample so that one sample lasts about `min_time` seconds."""
+    start = time.perf_counter()
+    jax.block_until_ready(fn(*args))
+    once = max(time.perf_counter() - start, 1e-7)
+    return max(1, math.ceil(min_time / once))
 
 
-def header(packages=("jax", "diffrax", "equinox")) -> str:
-    """Machine, versions and date, as a markdown line to print above a table."""
+@dataclasses.dataclass
+class Samples:
+    """Seconds per call, one entry per repeat: wall-clock time, and CPU time of this
+    process (all its threads). On a machine shared with other jobs, CPU time is the
+    steadier measure: it leaves out the time spent waiting for a core."""
+
+    wall: list[float] = dataclasses.field(default_factory=list)
+    cpu: list[float] = dataclasses.field(default_factory=list)
+
+
+def _sample(fn: Callable, args: tuple, number: int, into: Samples) -> None:
+    wall, cpu = time.perf_counter(), time.process_time()
+    for _ in range(number):
+        out = fn(*args)
+    jax.block_until_ready(out)
+    into.cpu.append((time.process_time() - cpu) / number)
+    into.wall.append((time.perf_counter() - wall) / number)
+
+
+def time_interleaved(
+    fns: Sequence[Callable],
+    args: tuple,
+    *,
+    repeats: int = 15,
+    min_time: float = 0.02,
+    warmup: int = 2,
+) -> list[Samples]:
+    """Time each `fn(*args)`, in turn: each repeat times every function once, in an
+    order that rotates between repeats, so that load from other processes hits all of
+    them alike. Each sample averages enough calls to last about `min_time`. Functions
+    are compiled and warmed up first.
+
+    **Returns:** one `Samples` (wall and CPU seconds per call, `repeats` each) per
+    function.
+    """
+    for fn in fns:
+        for _ in range(warmup):
+            jax.block_until_ready(fn(*args))
+    numbers = [_calibrate(fn, args, min_time) for fn in fns]
+    samples = [Samples() for _ in fns]
+    order = list(range(len(fns)))
+    for r in range(repeats):
+        rotated = order[r % len(order):] + order[: r % len(order)]
+        for i in rotated:
+            _sample(fns[i], args, numbers[i], samples[i])
+    return samples
+
+
+def paired_ratio(a: Sequence[float], b: Sequence[float]) -> float:
+    """Median of the per-repeat ratios a/b of interleaved samples: robust to load
+    that drifts during the run (both sides of a pair saw about the same load)."""
+    return statistics.median(x / y for x, y in zip(a, b, strict=True))
+
+
+def compare(a: Samples, b: Samples, a_name: str = "ours", b_name: str = "peer") -> dict:
+    """The columns every comparison reports: each side's median CPU time per call, and
+    the ratio a/b by CPU time (median of the per-repeat ratios: the headline figure)
+    and by wall time (fastest sample of each side)."""
+    return {
+        f"{a_name} (ms)": statistics.median(a.cpu) * 1e3,
+        f"{b_name} (ms)": statistics.median(b.cpu) * 1e3,
+        f"{a_name}/{b_name} (CPU)": paired_ratio(a.cpu, b.cpu),
+        f"{a_name}/{b_name} (wall, fastest)": min(a.wall) / min(b.wall),
+    }
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def header(packages: Sequence[str] = ("jax", "jaxlib", "diffrax", "equinox")) -> str:
+    """Machine (CPU model, cores, load), library versions and date, as markdown lines
+    to print above a table."""
     versions = []
     for p in packages:
         try:
             versions.append(f"{p} {metadata.version(p)}")
         except metadata.PackageNotFoundError:
             versions.append(f"{p} (not installed)")
+    try:
+        cores = len(os.sched_getaffinity(0))
+    except AttributeError:
+        cores = os.cpu_count()
+    try:
+        load = ", ".join(f"{x:.1f}" for x in os.getloadavg())
+    except OSError:
+        load = "n/a"
     dev = jax.devices()[0]
+    now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return (
-        f"_{datetime.date.today().isoformat()}; {platform.platform()}; "
-        f"{os.cpu_count()} CPUs; {platform.processor() or platform.machine()}; "
-        f"jax device: {dev.platform} ({dev.device_kind}); {', '.join(versions)}_"
+        f"_{now}; CPU: {_cpu_model()}, {cores} cores ({platform.machine()}); "
+        f"load average at the end (1, 5, 15 min): {load}; jax device: {dev.platform}; "
+        f"Python {platform.python_version()}; {', '.join(versions)}_"
     )
 
 

@@ -1,63 +1,110 @@
-"""Reverse mode through `solvers.solve`: peak memory against rollout length and the
-time of a gradient against the forward rollout, on Burgers1D (ETDRK4).
+"""Reverse mode through `solvers.solve`: peak memory against rollout length, and the
+time of a gradient against the forward rollout alone.
+
+Two systems, float32, loss = sum of squares of the final state, gradient with respect
+to the initial state:
+
+- Burgers1D, n = 1024, ETDRK4, dt = 1e-3;
+- NavierStokes2D, 64^2, Kolmogorov forcing, Crank–Nicolson RK4, dt = 5e-3.
 
 Memory is XLA's own accounting of the compiled gradient program's temporaries
-(`compiled.memory_analysis().temp_size_in_bytes`), deterministic on a machine.
-`levels=1` is a plain `lax.scan` (no rematerialisation), the naive reference.
+(`compiled.memory_analysis().temp_size_in_bytes`): deterministic on a machine, no
+sampling. `checkpointing: auto` is `solve`'s default (nested `jax.checkpoint`, 2
+levels up to 400 steps, 3 beyond); `none` is `checkpoint_levels=1`, a plain
+`lax.scan` that stores every step, the naive reference.
 
-    python benchmarks/bench_gradients.py [--n 1024] [--steps 100 1000 10000]
+Time: the jitted forward rollout and the jitted gradient are timed in alternation;
+times are the median CPU time per call; the headline ratio grad / forward is
+the median of the per-repeat CPU-time ratios, the wall-clock ratio of the fastest
+samples is given beside it. Targets: memory at 1,000 steps < 2x memory at 100
+steps; grad / forward <= 4.
+
+    python benchmarks/bench_gradients.py [--steps 100 1000] [--memory-steps 100 1000 10000]
 """
 
 import argparse
 
 import jax
 import jax.numpy as jnp
-from _common import header, table, time_call
+import numpy as np
+from _common import compare, header, table, time_interleaved
 
 import solvers
 
 
+def _systems():
+    burgers = solvers.Burgers1D(1024, 0.02)
+    u0 = solvers.random_smooth_field(jax.random.PRNGKey(0), 1024, dtype=jnp.float32)
+    ns = solvers.NavierStokes2D(64, 1e-2, drag=0.1, forcing="kolmogorov")
+    w0 = solvers.random_vorticity(jax.random.PRNGKey(0), 64, max_velocity=5.0,
+                                  dtype=jnp.float32)
+    return {
+        "Burgers1D 1024 (ETDRK4)": (burgers, u0, 1e-3),
+        "NavierStokes2D 64^2 (CN-RK4)": (ns, w0, 5e-3),
+    }
+
+
+def _loss(system, steps, dt, levels):
+    ts = np.array([0.0, steps * dt])
+
+    def loss(y0):
+        sol = solvers.solve(system, y0, ts, dt=dt, checkpoint_levels=levels)
+        return jnp.sum(sol.ys[-1] ** 2)
+
+    return loss
+
+
 def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--n", type=int, default=1024)
-    parser.add_argument("--steps", type=int, nargs="+", default=[100, 1000, 10000])
-    parser.add_argument("--repeats", type=int, default=5)
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, nargs="+", default=[100, 1000],
+                        help="rollout lengths that are timed")
+    parser.add_argument("--memory-steps", type=int, nargs="+", default=[100, 1000, 10000],
+                        help="rollout lengths whose gradient memory is measured")
+    parser.add_argument("--repeats", type=int, default=9)
+    parser.add_argument("--min-time", type=float, default=0.05, help="seconds per sample")
+    parser.add_argument("--quick", action="store_true", help="3 repeats")
     args = parser.parse_args()
-    dt = 1e-3
-    system = solvers.Burgers1D(args.n, 0.02)
-    u0 = solvers.random_smooth_field(jax.random.PRNGKey(0), args.n, dtype=jnp.float32)
-    rows = []
-    for levels in (None, 1):
-        base = None
+    if args.quick:
+        args.repeats = 3
+
+    mem_rows, time_rows = [], []
+    for name, (system, y0, dt) in _systems().items():
+        base = {}
+        for steps in args.memory_steps:
+            for levels, label in ((None, "auto (nested)"), (1, "none (plain scan)")):
+                if levels == 1 and steps > 1000:
+                    continue  # would only confirm the linear growth, at gigabytes
+                grad = jax.jit(jax.grad(_loss(system, steps, dt, levels)))
+                mem = grad.lower(y0).compile().memory_analysis().temp_size_in_bytes
+                base.setdefault(label, mem)
+                mem_rows.append(
+                    {"system": name, "checkpointing": label, "steps": steps,
+                     "grad temp memory (MiB)": mem / 2**20,
+                     f"vs {args.memory_steps[0]} steps": mem / base[label]}
+                )
+                print(mem_rows[-1], flush=True)
         for steps in args.steps:
-            ts = jnp.array([0.0, steps * dt])
-
-            def loss(u, ts=ts, levels=levels):
-                sol = solvers.solve(system, u, ts, dt=dt, checkpoint_levels=levels)
-                return jnp.sum(sol.ys[-1] ** 2)
-
-            grad = jax.jit(jax.grad(loss))
-            fwd = jax.jit(loss)
-            mem = grad.lower(u0).compile().memory_analysis().temp_size_in_bytes
-            base = base or mem
-            t_f = time_call(fwd, u0, repeats=args.repeats)
-            t_g = time_call(grad, u0, repeats=args.repeats)
-            rows.append(
-                {
-                    "checkpointing": "auto (nested)" if levels is None else "none (plain scan)",
-                    "steps": steps,
-                    "grad temp memory (MiB)": mem / 2**20,
-                    f"memory vs {args.steps[0]} steps": mem / base,
-                    "forward (ms)": t_f * 1e3,
-                    "grad (ms)": t_g * 1e3,
-                    "grad / forward": t_g / t_f,
-                }
-            )
+            loss = _loss(system, steps, dt, None)
+            fwd, grad = jax.jit(loss), jax.jit(jax.grad(loss))
+            t_f, t_g = time_interleaved([fwd, grad], (y0,), repeats=args.repeats,
+                                        min_time=args.min_time)
+            time_rows.append({"system": name, "steps": steps,
+                              **compare(t_g, t_f, "grad", "forward")})
+            print(time_rows[-1], flush=True)
+    print()
     print(header())
+    print(
+        f"_float32; {args.repeats} interleaved repeats_"
+    )
     print()
-    print(f"Burgers1D n={args.n}, float32, ETDRK4, dt={dt}, loss on the final state")
+    print("Gradient memory:")
     print()
-    print(table(rows))
+    print(table(mem_rows))
+    print()
+    print("Gradient time (auto checkpointing):")
+    print()
+    print(table(time_rows))
 
 
 if __name__ == "__main__":

@@ -37,6 +37,16 @@ def _parser() -> argparse.ArgumentParser:
     ev.add_argument("dir", help="a run folder written by `neuroscale train`")
     ev.add_argument("--no-figures", action="store_true", help="metrics.json only")
     ev.add_argument("--quiet", action="store_true", help="no progress bars")
+
+    st = sub.add_parser("stability", help="long rollouts of the model in DIR: blow-up, "
+                        "drift, spectrum; updates the stability block of DIR/metrics.json")
+    st.add_argument("dir", help="a run folder written by `neuroscale train`")
+    st.add_argument("--factor", type=int, default=None, metavar="N",
+                    help="rollout length in training horizons (default: the run's "
+                    "stability_factor)")
+    st.add_argument("--no-figure", action="store_true",
+                    help="no stability_energy.png (energy against time)")
+    st.add_argument("--quiet", action="store_true", help="no progress bars")
     return parser
 
 
@@ -65,6 +75,11 @@ def main(argv: list[str] | None = None) -> int:
             cfg = None
             if not (Path(args.dir) / "config.json").exists():
                 raise ValueError(f"`DIR` {args.dir} holds no run (config.json missing).")
+            if args.command == "stability" and not (Path(args.dir) / "model.eqx").exists():
+                raise ValueError(f"`DIR` {args.dir} holds no trained model (model.eqx "
+                                 "missing): train first.")
+            if getattr(args, "factor", None) is not None and args.factor < 1:
+                raise ValueError(f"`--factor` must be >= 1, got {args.factor}.")
     except ValueError as e:
         print(f"neuroscale: error: {e}", file=sys.stderr)
         return 2
@@ -73,6 +88,14 @@ def main(argv: list[str] | None = None) -> int:
     from ._train import train
 
     progress = not args.quiet
+    if args.command == "stability":
+        from ._stability import stability_of_run
+
+        report = stability_of_run(args.dir, factor=args.factor, figure=not args.no_figure,
+                                  progress=progress)
+        print(report.summary())
+        print(f"wrote the stability block of {Path(args.dir) / 'metrics.json'}")
+        return 0
     if args.command == "evaluate":
         metrics = evaluate(args.dir, progress=progress, figures=not args.no_figures)
         _print_summary(metrics)

@@ -48,7 +48,9 @@ class CrankNicolsonRK4(diffrax.AbstractSolver):
             t_stage = t0 + _ALPHAS[k] * dt
             h = terms.nonlinear(t_stage, u, args) + _BETAS[k] * h
             mu = 0.5 * dt * (_ALPHAS[k + 1] - _ALPHAS[k])
-            u = (u + _GAMMAS[k] * dt * h + mu * (linear * u)) / (1 - mu * linear)
+            # jax-cfd's `implicit_solve`, (1 - mu L)^{-1} u: a reciprocal of the
+            # (usually real) operator and a product, not a complex division.
+            u = (1 / (1 - mu * linear)) * (u + _GAMMAS[k] * dt * h + mu * (linear * u))
         dense_info = dict(y0=y0, y1=u)
         return u, None, dense_info, None, diffrax.RESULTS.successful
 

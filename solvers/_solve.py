@@ -12,6 +12,7 @@ import lineax as lx
 import numpy as np
 from jaxtyping import Array, ArrayLike, PyTree
 
+from ._etdrk4 import with_fixed_step
 from ._solution import Solution
 from ._system import AbstractSystem
 
@@ -244,6 +245,15 @@ def _solve_fixed(
     tol = 8 * eps * float(np.max(np.abs(ts_np))) + 1e-12 * float(intervals.max())
     counts = np.maximum(1, np.ceil((intervals - tol) / dt)).astype(int)
     steps = intervals / counts
+    # Equal intervals up to that rounding: one step size for the whole run.
+    uniform = bool(np.all(counts == counts[0])) and bool(
+        np.max(np.abs(intervals - intervals.mean())) <= tol
+    )
+    if uniform:
+        steps = np.full_like(steps, intervals.mean() / counts[0])
+        # Every step has the size given to `init`: step-size caches (ETDRK4's
+        # coefficients) stay loop-invariant instead of going through a per-step cond.
+        solver = with_fixed_step(solver)
 
     def step(carry, t0, t1):
         z, state = carry
@@ -252,12 +262,6 @@ def _solve_fixed(
         z1 = jtu.tree_map(lambda new, old: new.astype(old.dtype), z1, z)
         return z1, state
 
-    # Equal intervals up to that rounding: one step size for the whole run.
-    uniform = bool(np.all(counts == counts[0])) and bool(
-        np.max(np.abs(intervals - intervals.mean())) <= tol
-    )
-    if uniform:
-        steps = np.full_like(steps, intervals.mean() / counts[0])
     z_init = z0
     t0_ = jnp.asarray(ts_np[0], dtype) + offset
     state0 = solver.init(terms, t0_, t0_ + jnp.asarray(steps[0], dtype), z_init, args)
