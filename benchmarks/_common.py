@@ -1,6 +1,7 @@
 """Shared by the benchmark scripts: interleaved timing, the machine/version header and
 markdown tables."""
 
+import argparse
 import dataclasses
 import datetime
 import math
@@ -133,3 +134,23 @@ def table(rows: list[dict]) -> str:
         cells = [f"{v:.4g}" if isinstance(v, float) else str(v) for v in r.values()]
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
+
+
+def timing_parser(doc: str | None, *, repeats: int, min_time: float,
+                  quick_help: str = "3 repeats") -> argparse.ArgumentParser:
+    """The options every timing script shares: `--repeats`, `--min-time` (seconds per
+    sample) and `--quick` (see `parse_timing_args`)."""
+    parser = argparse.ArgumentParser(description=doc,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--repeats", type=int, default=repeats)
+    parser.add_argument("--min-time", type=float, default=min_time, help="seconds per sample")
+    parser.add_argument("--quick", action="store_true", help=quick_help)
+    return parser
+
+
+def parse_timing_args(parser: argparse.ArgumentParser, quick_repeats: int = 3):
+    """Parse; `--quick` lowers the repeats to `quick_repeats`."""
+    args = parser.parse_args()
+    if args.quick:
+        args.repeats = quick_repeats
+    return args

@@ -10,7 +10,8 @@ to the initial state:
 Memory is XLA's own accounting of the compiled gradient program's temporaries
 (`compiled.memory_analysis().temp_size_in_bytes`): deterministic on a machine, no
 sampling. `checkpointing: auto` is `solve`'s default (nested `jax.checkpoint`, 2
-levels up to 400 steps, 3 beyond); `none` is `checkpoint_levels=1`, a plain
+levels up to 400 steps, beyond that a memory-modelled mix of 2 and 3 levels,
+`solvers._solve._auto_schedule`); `none` is `checkpoint_levels=1`, a plain
 `lax.scan` that stores every step, the naive reference.
 
 Time: the jitted forward rollout and the jitted gradient are timed in alternation;
@@ -22,12 +23,11 @@ steps; grad / forward <= 4.
     python benchmarks/bench_gradients.py [--steps 100 1000] [--memory-steps 100 1000 10000]
 """
 
-import argparse
 
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import compare, header, table, time_interleaved
+from _common import compare, header, parse_timing_args, table, time_interleaved, timing_parser
 
 import solvers
 
@@ -55,18 +55,12 @@ def _loss(system, steps, dt, levels):
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = timing_parser(__doc__, repeats=9, min_time=0.05)
     parser.add_argument("--steps", type=int, nargs="+", default=[100, 1000],
                         help="rollout lengths that are timed")
     parser.add_argument("--memory-steps", type=int, nargs="+", default=[100, 1000, 10000],
                         help="rollout lengths whose gradient memory is measured")
-    parser.add_argument("--repeats", type=int, default=9)
-    parser.add_argument("--min-time", type=float, default=0.05, help="seconds per sample")
-    parser.add_argument("--quick", action="store_true", help="3 repeats")
-    args = parser.parse_args()
-    if args.quick:
-        args.repeats = 3
+    args = parse_timing_args(parser)
 
     mem_rows, time_rows = [], []
     for name, (system, y0, dt) in _systems().items():

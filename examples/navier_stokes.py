@@ -18,13 +18,14 @@ The defaults below are sized for a laptop CPU (a few minutes on 2 cores);
 `--quick` is a smoke test whose numbers mean little.
 
 **Scale up** with configuration keys (`--set KEY=VALUE`, or the same keys in
-`neuroscale train navier-stokes --config FILE.toml`): `fine_n=128` or 256 and
-`coarse_n=32` (resolutions), `viscosity=1e-3` (Reynolds number), `t_spinup=10`,
-`n_train=8`+ and `t_train=10`+ (data), `train_steps=400`+, `horizon=8`+,
-`members=4`, `width=32 depth=3` (closure; `closure=attention` for the multiscale
-attention closure), `eval_horizon=100`+. The library defaults
-(`neuroscale train navier-stokes`) are the first step up; at `fine_n=256` and beyond
-use a GPU.
+`neuroscale train navier-stokes --config FILE.toml`): `fine_n=128` and `coarse_n=16`
+(resolutions, 8x), `viscosity=2e-3` (Reynolds number), `t_spinup=10`, `n_train=8`
+and `t_train=10` (data), `train_steps=400`, `horizon=8`, `members=4`, `width=16
+depth=3` (closure; `closure=attention` for the multiscale attention closure),
+`eval_horizon=30` (3 time units: the flow is chaotic, and past a few time units no
+coarse model keeps any skill). Those are the library defaults (`neuroscale train
+navier-stokes`, about 10 minutes on 2 cores); `fine_n=256 coarse_n=32
+viscosity=1e-3 width=32` is the next step up, for a GPU.
 """
 
 import argparse

@@ -64,6 +64,8 @@ class Config:
     forcing: str = "random"
     avg_degree: float = 10.0
     coupling: float = 3.0
+    # kuramoto: law of the natural frequencies, renormalization of the graph into
+    # `coarse_n` clusters, renormalized scales the closure attends over, its heads
     frequencies: str = "gaussian"
     clustering: str = "spectral"
     scales: int = 3
@@ -94,13 +96,13 @@ class Config:
 
 _DEFAULTS: dict[str, dict[str, Any]] = {
     "burgers": dict(
-        seed=0, fine_n=512, coarse_n=32, viscosity=0.01, members=4, train_steps=600,
-        horizon=16, eval_horizon=200, closure="stencil", dt=0.05, save_dt=0.1,
+        seed=0, fine_n=512, coarse_n=32, viscosity=0.01, members=4, train_steps=900,
+        horizon=16, eval_horizon=200, closure="stencil", depth=4, dt=0.05, save_dt=0.1,
         fine_dt=0.005, t_spinup=2.0, t_train=20.0, n_train=32, n_test=8, forcing="random",
     ),
     "navier-stokes": dict(
-        seed=0, fine_n=128, coarse_n=32, viscosity=1e-3, members=4, train_steps=400,
-        horizon=8, eval_horizon=100, closure="stencil", dt=0.05, save_dt=0.1,
+        seed=0, fine_n=128, coarse_n=16, viscosity=2e-3, members=4, train_steps=400,
+        horizon=8, eval_horizon=30, closure="stencil", width=16, dt=0.05, save_dt=0.1,
         fine_dt=0.005, t_spinup=10.0, t_train=10.0, n_train=8, n_test=4, drag=0.1,
         forcing="kolmogorov", batch_size=4,
     ),
@@ -269,7 +271,9 @@ def validate(cfg: Config) -> None:
             )
     ratio = cfg.save_dt / cfg.dt
     if abs(ratio - round(ratio)) > 1e-6:
-        raise ValueError(f"config key `save_dt` ({cfg.save_dt}) must be a multiple of `dt` ({cfg.dt}).")
+        raise ValueError(
+            f"config key `save_dt` ({cfg.save_dt}) must be a multiple of `dt` ({cfg.dt})."
+        )
     ratio = cfg.save_dt / cfg.fine_dt
     if abs(ratio - round(ratio)) > 1e-6:
         raise ValueError(
@@ -292,7 +296,8 @@ def validate(cfg: Config) -> None:
         )
     if cfg.closure not in _closure_names(cfg.system):
         raise ValueError(
-            f"config key `closure` must be one of {_closure_names(cfg.system)}, got {cfg.closure!r}."
+            f"config key `closure` must be one of {_closure_names(cfg.system)}, "
+            f"got {cfg.closure!r}."
         )
 
 

@@ -30,6 +30,20 @@ def _sample_fn(task):
     return task.sample
 
 
+# The configuration keys that shape the reference data (the rest -- closure, training,
+# ensemble, evaluation -- does not): a data set is reused by any run that agrees on
+# these, and refused (not silently mixed) by one that does not.
+DATA_KEYS = ("system", "seed", "fine_n", "coarse_n", "viscosity", "filter", "fine_dt",
+             "save_dt", "t_spinup", "t_train", "n_train", "drag", "forcing", "avg_degree",
+             "coupling", "frequencies", "clustering", "scales")
+
+
+def data_config(cfg: Config) -> dict:
+    """The part of `cfg` recorded with (and checked against) the stored data sets."""
+    full = cfg.to_dict()
+    return {k: full[k] for k in DATA_KEYS if k in full}
+
+
 def _ts(cfg: Config, duration: float) -> np.ndarray:
     n = int(round((cfg.t_spinup + duration) / cfg.save_dt))
     return np.arange(n + 1) * cfg.save_dt
@@ -49,7 +63,7 @@ def _dataset(task, path: Path, duration: float, n: int, key, filter_n: int | Non
         n_trajectories=n,
         key=key,
         chunk_size=min(n, 16),
-        config={"task": cfg.to_dict(), "filter_n": filter_n},
+        config={"task": data_config(cfg), "filter_n": filter_n},
         filter_fn=filter_fn,
         resume=True,
         progress=progress,

@@ -95,8 +95,8 @@ class Ensemble(eqx.Module):
 
         `physics` overrides the stored physics (e.g. the coarse solver with another
         trajectory's forcing). A `key` (for systems with noise) is split into one key
-        per member, so that members follow independent noise paths. **Returns:** a `Solution` with `ys` `[M, T, *state]`
-        and `blowup_index` `[M]`.
+        per member, so that members follow independent noise paths. **Returns:** a
+        `Solution` with `ys` `[M, T, *state]` and `blowup_index` `[M]`.
         """
         phys = self.physics if physics is None else physics
         ens = Ensemble(self.members, phys, self.mode)

@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -66,6 +65,24 @@ def _uq_block(ens_ys, ref) -> dict[str, Any]:
     return out
 
 
+def held_out(task: Any, cfg: Config, out: Path, *, progress: bool = True):
+    """The held-out test set over `eval_horizon` saves, as every score of a run uses it.
+
+    **Returns:** `(ys_fine, ts_rel, t0, fine, ref, coarse)`: the fine trajectories
+    `[B, T, *fine_state]`, the save times from 0, the first save time, the stacked fine
+    physics, the reference filtered to `coarse_n` `[B, T, *state]` and the stacked
+    coarse physics.
+    """
+    ys_fine, ts_abs, fine = test_data(task, out, cfg.eval_horizon * cfg.save_dt,
+                                      progress=progress)
+    ys_fine = ys_fine[:, : cfg.eval_horizon + 1]
+    ts_abs = ts_abs[: cfg.eval_horizon + 1]
+    ts_rel = np.asarray(ts_abs - ts_abs[0], np.float64)
+    ref = task.coarse_grain(ys_fine, cfg.coarse_n)
+    coarse = eqx.filter_vmap(lambda f: task.coarse_physics(f, cfg.coarse_n))(fine)
+    return ys_fine, ts_rel, ts_abs[0], fine, ref, coarse
+
+
 def _summary(pred, ref, ts) -> dict[str, float]:
     return {
         "rmse": float(M.rmse(pred, ref)),
@@ -97,15 +114,8 @@ def evaluate(out: str | Path, *, progress: bool = True, figures: bool = True) ->
     cfg, ens = load_ensemble(out)
     task = make_task(cfg)
     t_start = time.perf_counter()
-    ys_fine, ts_abs, fine = test_data(task, out, cfg.eval_horizon * cfg.save_dt,
-                                      progress=progress)
-    ys_fine = ys_fine[:, : cfg.eval_horizon + 1]
-    ts_abs = ts_abs[: cfg.eval_horizon + 1]
-    ts_rel = np.asarray(ts_abs - ts_abs[0], np.float64)
-    t0 = ts_abs[0]
-    ref = task.coarse_grain(ys_fine, cfg.coarse_n)  # [B, T, *state]
+    ys_fine, ts_rel, t0, fine, ref, coarse = held_out(task, cfg, out, progress=progress)
     y0 = ref[:, 0]
-    coarse = eqx.filter_vmap(lambda f: task.coarse_physics(f, cfg.coarse_n))(fine)
 
     ens_ys, ens_blow = _ensemble_rollouts(ens, coarse, y0, ts_rel, t0, cfg.dt, task)
     hyb_mean = jnp.mean(ens_ys, axis=0)

@@ -181,6 +181,11 @@ def member_parallel(
                 f"the member axis ({size}) is not divisible by the mesh's {n} devices: build "
                 "the mesh with members_mesh(M)."
             )
+        if n == 1:
+            # nothing to split; plain vmap also keeps diffrax's checkpointed while
+            # loops (its adaptive/RK solvers) differentiable, which inside shard_map
+            # they are not with the jax versions we test
+            return fn(*args)
         specs = tuple(PartitionSpec(MEMBERS) if i in stacked else PartitionSpec()
                       for i in range(len(args)))
         out_static = []

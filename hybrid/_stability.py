@@ -669,7 +669,7 @@ def _batch_size_of(tree) -> int | None:
 
 def stability(
     model: Any,
-    y0s: Float[ArrayLike, "B *state"],
+    y0s: Float[ArrayLike, "B *state"],  # noqa: F821
     *,
     steps: int,
     dt: float,

@@ -105,11 +105,12 @@ def target_noise_std(cfg: Config) -> float:
 
 
 def rollout_loss(task, cfg, closure, data_ys, data_ts, physics, key, horizon,
-                 noise_key=None):
+                 noise_key=None, checkpoint_levels=None):
     """Mean over a batch of windows: normalised MSE of an unrolled hybrid rollout
     against the filtered fine trajectory (perturbed by the member's own fixed noise,
     `noise_key`, for randomize-then-optimize), plus the physics terms. An MC-dropout
-    closure gets a new mask per window."""
+    closure gets a new mask per window. `checkpoint_levels` goes to `solvers.solve`
+    (default: its automatic nested checkpointing; 1 tapes every step)."""
     n_traj, n_t = data_ys.shape[:2]
     rel_ts = np.arange(horizon + 1) * cfg.save_dt
     scale = jnp.mean(data_ys**2)
@@ -135,7 +136,7 @@ def rollout_loss(task, cfg, closure, data_ys, data_ts, physics, key, horizon,
             member = _bayes.draw_dropout_masks(closure, key=kd)
         model = Hybrid(phys, member, mode=cfg.mode)
         sol = solvers.solve(model, y0, rel_ts, dt=cfg.dt, t_offset=data_ts[s], throw=False,
-                            args=task.closure_args(phys))
+                            args=task.closure_args(phys), checkpoint_levels=checkpoint_levels)
         pred = sol.ys[1:]
         mse = jnp.mean((pred - target) ** 2) / scale
         energy = jnp.mean((task.energy(pred) - task.energy(target)) ** 2) / e_scale

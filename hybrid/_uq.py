@@ -40,6 +40,8 @@ from ._hybrid import Hybrid
 _ROLLOUT_STREAM = 7
 # residual windows pooled for the noise fit, at most (memory and time bound)
 _MAX_RESIDUAL_WINDOWS = 4096
+# windows whose residual rollouts run at once (vmapped) in the noise fit
+_RESIDUAL_CHUNK = 256
 
 
 def cluster_features(y):
@@ -142,9 +144,21 @@ def _residuals(cfg, task, members, data_ys, data_ts, physics, idx):
         return data_ys[i, s], data_ys[i, s + k] - sol.ys[-1]
 
     per_window = jax.vmap(one, in_axes=(None, 0, 0))
-    states, res = jax.vmap(per_window, in_axes=(0, None, None))(params, idx[:, 0], idx[:, 1])
-    shape = states.shape[2:]
-    return states.reshape((-1,) + shape), res.reshape((-1,) + shape)
+    per_member = jax.vmap(per_window, in_axes=(0, None, None))
+    # windows in chunks (lax.map): vmapping all of them at once holds every window's
+    # rollout in memory at the same time (GBs for thousands of windows)
+    w = idx.shape[0]
+    chunk = min(w, _RESIDUAL_CHUNK)
+    n_chunks = -(-w // chunk)
+    padded = jnp.concatenate([idx, jnp.broadcast_to(idx[:1], (n_chunks * chunk - w, 2))])
+    states, res = jax.lax.map(lambda c: per_member(params, c[:, 0], c[:, 1]),
+                              padded.reshape(n_chunks, chunk, 2))
+
+    def flat(x):  # [chunks, M, chunk, *state] -> [M * W, *state], member-major
+        x = jnp.moveaxis(x, 1, 0).reshape((x.shape[1], n_chunks * chunk) + x.shape[3:])
+        return x[:, :w].reshape((-1,) + x.shape[2:])
+
+    return flat(states), flat(res)
 
 
 def fit_noise_on_training_data(cfg: Config, task: Any, members: Any,

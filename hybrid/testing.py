@@ -52,7 +52,7 @@ def _threshold_failures(report: StabilityReport, name: str, label: str, limit: f
 
 def assert_stable(
     model: Any,
-    y0s: Float[ArrayLike, "B *state"],
+    y0s: Float[ArrayLike, "B *state"],  # noqa: F821
     *,
     steps: int,
     dt: float,

@@ -72,7 +72,7 @@ def _versions() -> dict[str, str]:
 
 
 def _now() -> str:
-    return datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds")
+    return datetime.datetime.now(datetime.UTC).isoformat(timespec="seconds")
 
 
 def _json_normalise(value: Any, name: str) -> Any:

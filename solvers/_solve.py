@@ -47,9 +47,9 @@ def _check_dt(dt) -> float:
 
 
 def _auto_levels(n: int) -> int:
-    # Nested checkpointing levels for n steps between two saves: plain scan for a
-    # handful of steps, sqrt-checkpointing up to a few hundred, cube-root beyond.
-    # Memory grows like levels * n**(1/levels); compute like (levels + 1) forwards.
+    # Levels of the non-uniform path (its step sizes are traced, so there is no step
+    # to model): plain scan for a handful of steps, sqrt-checkpointing up to a few
+    # hundred, cube-root beyond.
     if n <= 8:
         return 1
     if n <= 400:
@@ -57,14 +57,105 @@ def _auto_levels(n: int) -> int:
     return 3
 
 
-def _checkpointed_steps(step, carry, t_start, h, n: int, levels: int):
-    """Apply `step(carry, t0, t1)` n times from t_start with step h, with nested
-    `jax.checkpoint` so that reverse mode stores O(levels * n**(1/levels)) states."""
+# Nested checkpointing of the steps between two saves. A schedule is a list of
+# segments `(count, blocks)`, run one after the other: `count` steps, with `blocks` the
+# block sizes from the outermost checkpointed level inwards (`()`: a plain scan that
+# tapes every step). Reverse mode stores one carry per block of each level and tapes
+# the innermost block; every level recomputes its steps once more, so a gradient
+# through L levels costs about L + 1 forward passes.
 
-    def run(carry, i0, count, level):
+# Memory (modelled) that `_auto_schedule` may spend, relative to three balanced levels,
+# to recompute fewer steps.
+_MEMORY_ALLOWANCE = 1.25
+
+
+def _balanced_blocks(n: int, levels: int) -> tuple[int, ...]:
+    # `levels` levels of about n**(1/levels) blocks each (memory ~ levels * n**(1/levels)).
+    blocks = []
+    count = n
+    for level in range(levels, 1, -1):
+        count = max(1, math.ceil(count ** ((level - 1) / level)))
+        blocks.append(count)
+    return tuple(blocks)
+
+
+def _nbytes(tree) -> int:
+    return sum(
+        math.prod(np.shape(x)) * np.dtype(getattr(x, "dtype", None) or jnp.result_type(x)).itemsize
+        for x in jtu.tree_leaves(tree)
+    )
+
+
+def _residual_bytes_per_step(step, carry, t_start, h) -> int:
+    """Bytes reverse mode stores per taped step: the residuals of a short scan of
+    `step`, whose loop-invariant part cancels in the difference of two lengths."""
+
+    def residuals(k):
+        def run(c):
+            def body(c, i):
+                t0 = t_start + i * h
+                return step(c, t0, t0 + h), None
+
+            return jax.lax.scan(body, c, jnp.arange(k))[0]
+
+        _, pullback = jax.eval_shape(lambda c: jax.vjp(run, c), carry)
+        return _nbytes(pullback)
+
+    return max(0, residuals(3) - residuals(2))
+
+
+def _auto_schedule(n: int, step, carry, t_start, h) -> list[tuple[int, tuple[int, ...]]]:
+    r"""The checkpointing of `n` steps when the caller gives no `checkpoint_levels`.
+
+    - Up to 8 steps: a plain scan. Up to 400: two levels of about $\sqrt n$ blocks.
+    - Beyond, as many steps as a memory budget allows get two levels (recomputed once)
+      and the others three (recomputed twice), from a memory model: a stored carry
+      costs $C$ bytes (the part of the state that changes from step to step), a taped
+      step $R$ (its residuals, from a trace of the step). The budget is
+      `_MEMORY_ALLOWANCE` times what three balanced levels of about $n^{1/3}$ blocks
+      need, so memory still grows like $n^{1/3}$. Where $R \gg C$ (Navier–Stokes:
+      $R/C \approx 24$) the budget holds two levels for every step, with blocks of
+      $b \approx \sqrt{n C / R}$; where a carry costs about as much as a taped step
+      (Burgers: $R/C \approx 4$), three levels with the last steps at two.
+    """
+    if n <= 8:
+        return [(n, ())]
+    if n <= 400:
+        return [(n, _balanced_blocks(n, 2))]
+    mid, inner = _balanced_blocks(n, 3)
+    c_bytes = _nbytes(carry)
+    r_bytes = _residual_bytes_per_step(step, carry, t_start, h)
+    if c_bytes == 0 or r_bytes == 0:
+        return [(n, (mid, inner))]
+    rho = r_bytes / c_bytes  # memory in units of one stored carry
+    budget = _MEMORY_ALLOWANCE * (math.ceil(n / mid) + math.ceil(mid / inner) + inner * rho)
+    best = (0, 0.0, inner)  # (steps at two levels, -memory, their block size)
+    for b in range(1, math.isqrt(n) + 2):
+        two = math.ceil(n / b) + b * rho
+        if two <= budget:
+            best = max(best, (n, -two, b))
+            continue
+        # (n - tail) / mid + tail / b + b * rho <= budget, in whole blocks of b
+        room = budget - b * rho - n / mid
+        if room > 0:
+            tail = min(n, int(room / (1 / b - 1 / mid)) // b * b)
+            best = max(best, (tail, -budget, b))
+    tail, _, b = best
+    if tail == n:
+        return [(n, (b,))]
+    if tail == 0:
+        return [(n, (mid, inner))]
+    return [(n - tail, (mid, inner)), (tail, (b,))]
+
+
+def _checkpointed_steps(step, carry, t_start, h, schedule):
+    """Apply `step(carry, t0, t1)` from t_start with step h, segment by segment of
+    `schedule` (see `_auto_schedule`), with nested `jax.checkpoint`."""
+
+    def run(carry, i0, count, blocks):
         if count == 0:
             return carry
-        if level <= 1 or count <= 2:
+        if not blocks or count <= 2:
 
             def body(c, i):
                 t0 = t_start + (i0 + i) * h
@@ -72,20 +163,59 @@ def _checkpointed_steps(step, carry, t_start, h, n: int, levels: int):
 
             carry, _ = jax.lax.scan(body, carry, jnp.arange(count))
             return carry
-        block = max(1, math.ceil(count ** ((level - 1) / level)))
+        block = min(blocks[0], count)
         n_blocks, rest = divmod(count, block)
 
         def block_body(c, j):
-            return run(c, i0 + j * block, block, level - 1), None
+            return run(c, i0 + j * block, block, blocks[1:]), None
 
         block_body = jax.checkpoint(block_body, prevent_cse=False)
         carry, _ = jax.lax.scan(block_body, carry, jnp.arange(n_blocks))
         if rest:
-            tail = jax.checkpoint(lambda c: run(c, i0 + n_blocks * block, rest, level - 1))
+            tail = jax.checkpoint(lambda c: run(c, i0 + n_blocks * block, rest, blocks[1:]))
             carry = tail(carry)
         return carry
 
-    return run(carry, 0, n, levels)
+    i0 = 0
+    for count, blocks in schedule:
+        carry = run(carry, i0, count, blocks)
+        i0 += count
+    return carry
+
+
+def _schedule(n: int, levels: int | None, step, carry, t_start, h):
+    if levels is not None:
+        return [(n, _balanced_blocks(n, levels))]
+    return _auto_schedule(n, step, carry, t_start, h)
+
+
+def _hoist_invariants(step, carry, t0, h):
+    """Split the carry into what `step` changes and what it returns untouched (e.g.
+    the coefficients of a fixed-step ETDRK4): the latter is closed over rather than
+    stored at every checkpoint. **Returns:** `(step on the varying part, varying part
+    of carry, merge: varying part -> full carry)`."""
+    leaves, treedef = jtu.tree_flatten(carry)
+    if not all(eqx.is_array(x) for x in leaves):
+        return step, carry, lambda c: c
+    jaxpr = jax.make_jaxpr(
+        lambda ls: jtu.tree_leaves(step(jtu.tree_unflatten(treedef, ls), t0, t0 + h))
+    )(leaves).jaxpr
+    invariant = [o is i for o, i in zip(jaxpr.outvars, jaxpr.invars, strict=True)]
+    if not any(invariant):
+        return step, carry, lambda c: c
+    fixed = [x for x, inv in zip(leaves, invariant, strict=True) if inv]
+
+    def merge(varying):
+        it_var, it_fix = iter(varying), iter(fixed)
+        return jtu.tree_unflatten(
+            treedef, [next(it_fix) if inv else next(it_var) for inv in invariant]
+        )
+
+    def varying_step(varying, t0, t1):
+        out = jtu.tree_leaves(step(merge(varying), t0, t1))
+        return [x for x, inv in zip(out, invariant, strict=True) if not inv]
+
+    return varying_step, [x for x, inv in zip(leaves, invariant, strict=True) if not inv], merge
 
 
 def _first_nonfinite(finite_flags: Array) -> Array:
@@ -269,19 +399,23 @@ def _solve_fixed(
     if uniform:
         n = int(counts[0])
         h = jnp.asarray(steps[0], dtype)
-        lv = _auto_levels(n) if levels is None else levels
+        nested = n > 8 if levels is None else levels > 1
+        run_step, carry0, merge = step, (z_init, state0), lambda c: c
+        if nested:
+            run_step, carry0, merge = _hoist_invariants(step, carry0, t0_, h)
+        schedule = _schedule(n, levels, run_step, carry0, t0_, h)
 
         def interval(carry, t_start):
-            carry = _checkpointed_steps(step, carry, t_start, h, n, lv)
-            z = carry[0]
+            carry = _checkpointed_steps(run_step, carry, t_start, h, schedule)
+            z = merge(carry)[0]
             return carry, (system.from_internal(z), _all_finite(z))
 
-        if len(intervals) > 1 and lv > 1:
+        if len(intervals) > 1 and nested:
             # Save-point level of the checkpointing: each interval is recomputed
             # from its starting state rather than storing its inner blocks.
             interval = jax.checkpoint(interval, prevent_cse=False)
         t_starts = jnp.asarray(ts_np[:-1], dtype) + offset
-        _, (ys, finite) = jax.lax.scan(interval, (z0, state0), t_starts)
+        _, (ys, finite) = jax.lax.scan(interval, carry0, t_starts)
     else:
         n_max = int(counts.max())
         lv = _auto_levels(n_max) if levels is None else levels
@@ -296,7 +430,8 @@ def _solve_fixed(
                 new = step(c, t0, t1)
                 return jtu.tree_map(lambda a, b: jnp.where(i < count, a, b), new, c)
 
-            carry = _checkpointed_steps(masked, carry, t_start, h, n_max, lv)
+            carry = _checkpointed_steps(masked, carry, t_start, h,
+                                        [(n_max, _balanced_blocks(n_max, lv))])
             z = carry[0]
             return carry, (system.from_internal(z), _all_finite(z))
 

@@ -169,7 +169,8 @@ def test_random_hyperbolic_temperature():
     )
     check_structure(g)
     check_receiver_normalised(g)
-    d = np.arccosh(np.maximum(hyperbolic_cosh_distance(np.asarray(c.radius), np.asarray(c.angle)), 1))
+    cosh_d = hyperbolic_cosh_distance(np.asarray(c.radius), np.asarray(c.angle))
+    d = np.arccosh(np.maximum(cosh_d, 1))
     p = 1 / (1 + np.exp((d - c.disk_radius) / (2 * T)))
     p[d > c.disk_radius + 2 * T * np.log(1 / 1e-4 - 1)] = 0
     iu = np.triu_indices(n, 1)

@@ -65,6 +65,30 @@ def test_run_folder_is_protected(tiny_run, tmp_path):
         train(cfg, tmp_path / "empty", progress=False, resume=True)
 
 
+def test_data_are_reused_across_training_settings_only(tiny_run, tmp_path):
+    cfg, out, _ = tiny_run
+    shutil.copytree(out / "data", tmp_path / "data")
+    def stored(folder):
+        index = json.loads((folder / "data" / "train" / "index.json").read_text())
+        files = sorted((folder / "data" / "train").glob("chunk_*.npy"))
+        return index["chunks"], [f.stat().st_mtime_ns for f in files]
+
+    before = stored(tmp_path)
+    # Another training setting: the stored data serve as they are, not regenerated.
+    other = build_config("burgers", sets=TINY + ["train_steps=2", "width=4", "members=3"])
+    train(other, tmp_path, progress=False)
+    assert stored(tmp_path) == before
+    # Another physical setting: refused, never mixed.
+    physics = build_config("burgers", sets=TINY + ["viscosity=0.07"])
+    with pytest.raises(ValueError, match="Cannot resume the data set"):
+        train(physics, _copy_data(out, tmp_path / "other"), progress=False)
+
+
+def _copy_data(src, dst):
+    shutil.copytree(src / "data", dst / "data")
+    return dst
+
+
 def test_trained_model_loads(tiny_run):
     cfg, out, ensemble = tiny_run
     cfg2, loaded = load_ensemble(out)

@@ -190,7 +190,7 @@ class MultiscaleAttentionClosure(eqx.Module):
         sizes = [c_in] + [width] * depth
         self.encoder = tuple(
             periodic_conv(self.ndim, a, b, kernel_size, key=k)
-            for a, b, k in zip(sizes[:-1], sizes[1:], jr.split(k_enc, depth))
+            for a, b, k in zip(sizes[:-1], sizes[1:], jr.split(k_enc, depth), strict=False)
         )
         self.level_convs = tuple(
             periodic_conv(self.ndim, width, width, 3, key=k)
@@ -263,11 +263,11 @@ class MultiscaleAttentionClosure(eqx.Module):
         tokens = jnp.concatenate(tokens)
         emb = jnp.concatenate(
             [jnp.broadcast_to(model.level_embedding[lvl], (s, model.width))
-             for lvl, s in zip(attended, sizes)]
+             for lvl, s in zip(attended, sizes, strict=False)]
         )
         tokens = model._attention(tokens, emb, jnp.concatenate(angles))
         splits = np.cumsum(sizes)[:-1]
-        for lvl, tok in zip(attended, jnp.split(tokens, splits)):
+        for lvl, tok in zip(attended, jnp.split(tokens, splits), strict=False):
             feats[lvl] = tok.T.reshape(feats[lvl].shape)
 
         fused = jnp.zeros_like(feats[0])

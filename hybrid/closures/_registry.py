@@ -5,6 +5,7 @@ from typing import Any
 
 from jaxtyping import PRNGKeyArray
 
+from ._graph_attention import GraphAttentionClosure
 from ._multiscale_attention import MultiscaleAttentionClosure
 from ._stencil import StencilClosure
 
@@ -13,6 +14,7 @@ from ._stencil import StencilClosure
 CLOSURES: dict[str, Callable[..., Any]] = {
     "stencil": StencilClosure,
     "attention": MultiscaleAttentionClosure,
+    "graph-attention": GraphAttentionClosure,
 }
 
 
@@ -21,9 +23,10 @@ def make_closure(name: str, ndim: int, *, key: PRNGKeyArray, **kwargs: Any) -> A
 
     **Arguments:**
 
-    - `name`: a key of `CLOSURES`: `"stencil"` (`StencilClosure`) or `"attention"`
-      (`MultiscaleAttentionClosure`).
-    - `ndim`: spatial dimensions of the state (1 or 2 for the grid closures).
+    - `name`: a key of `CLOSURES`: `"stencil"` (`StencilClosure`), `"attention"`
+      (`MultiscaleAttentionClosure`) or `"graph-attention"` (`GraphAttentionClosure`).
+    - `ndim`: spatial dimensions of the state (1 or 2 for the grid closures, 0 for the
+      cluster states of `"graph-attention"`, which also needs `sizes` and `parents`).
     - `key`: a `jax.random` key for the initial weights.
     - `**kwargs`: passed on to the constructor (`width`, `depth`, ...).
 

@@ -181,7 +181,7 @@ class StencilClosure(eqx.Module):
         keys = jr.split(key, depth)
         layers = [
             periodic_conv(self.ndim, a, b, kernel_size, key=k)
-            for a, b, k in zip(sizes[:-1], sizes[1:], keys)
+            for a, b, k in zip(sizes[:-1], sizes[1:], keys, strict=False)
         ]
         layers[-1] = scale_last(layers[-1], init_scale)
         self.layers = tuple(layers)

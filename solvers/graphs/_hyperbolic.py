@@ -120,7 +120,6 @@ def _band_edges(r, theta, d_cut, R, T, rng, chunk):
     on the band's angles (von Looz et al. 2015), and the candidates are filtered
     exactly. Each pair is visited once: from the lower band, or from the smaller
     index within a band."""
-    n = r.shape[0]
     bounds = np.arange(0.0, R + 0.5, 0.5)
     band = np.clip(np.searchsorted(bounds, r, side="right") - 1, 0, len(bounds) - 1)
     sinh_r = np.sinh(r)
