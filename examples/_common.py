@@ -26,3 +26,34 @@ def print_metrics(metrics: dict, seconds: float) -> None:
           f"{_fmt(s.get('energy_drift'))}, {profile} departure "
           f"{_fmt(s.get('spectrum_departure'))}")
     print(f"  {seconds:.0f} s in all")
+
+
+def run_example(system: str, doc: str, small: dict, quick: dict,
+                argv: list[str] | None = None) -> dict:
+    """The command line every system example shares: train `system` with the `small`
+    (or `--quick`) configuration plus `--set KEY=VALUE` overrides into `--out`,
+    evaluate, print the key numbers. **Returns:** the metrics."""
+    import argparse
+    import time
+    from pathlib import Path
+
+    from hybrid._config import build_config
+    from hybrid._evaluate import evaluate
+    from hybrid._train import train
+
+    parser = argparse.ArgumentParser(description=doc.splitlines()[0])
+    parser.add_argument("--out", default=f"out/examples/{system.replace('-', '_')}",
+                        help="run folder")
+    parser.add_argument("--quick", action="store_true", help="smallest settings (smoke test)")
+    parser.add_argument("--set", dest="sets", action="append", default=[],
+                        metavar="KEY=VALUE", help="override a configuration key")
+    args = parser.parse_args(argv)
+    cfg = build_config(system, overrides=quick if args.quick else small, sets=args.sets)
+    out = Path(args.out)
+    t0 = time.perf_counter()
+    # A folder from an earlier run with the same configuration is resumed (or reused).
+    train(cfg, out, resume=(out / "config.json").exists(), progress=not args.quick)
+    metrics = evaluate(out, progress=not args.quick)
+    print_metrics(metrics, time.perf_counter() - t0)
+    print(f"  report: {out / 'report.md'}")
+    return metrics

@@ -25,17 +25,11 @@ training horizon either way). Those are the library defaults
 attention closure) is more accurate still and about 4-5x slower to train.
 """
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
-from hybrid._config import build_config
-from hybrid._evaluate import evaluate
-from hybrid._train import train
-
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_metrics  # noqa: E402
+from _common import run_example  # noqa: E402
 
 # Small CPU defaults: every key is a configuration key of `neuroscale train burgers`.
 SMALL = dict(fine_n=256, coarse_n=32, n_train=8, n_test=4, t_train=10.0, train_steps=150,
@@ -47,21 +41,7 @@ QUICK = dict(SMALL, fine_n=64, coarse_n=16, n_train=4, n_test=2, t_train=2.0, t_
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="out/examples/burgers", help="run folder")
-    parser.add_argument("--quick", action="store_true", help="smallest settings (smoke test)")
-    parser.add_argument("--set", dest="sets", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a configuration key")
-    args = parser.parse_args(argv)
-    cfg = build_config("burgers", overrides=QUICK if args.quick else SMALL, sets=args.sets)
-    out = Path(args.out)
-    t0 = time.perf_counter()
-    # A folder from an earlier run with the same configuration is resumed (or reused).
-    train(cfg, out, resume=(out / "config.json").exists(), progress=not args.quick)
-    metrics = evaluate(out, progress=not args.quick)
-    print_metrics(metrics, time.perf_counter() - t0)
-    print(f"  report: {out / 'report.md'}")
-    return metrics
+    return run_example("burgers", __doc__, SMALL, QUICK, argv)
 
 
 if __name__ == "__main__":

@@ -29,17 +29,11 @@ graph is built in about O(N log N), 1e6 is practical on a GPU), `coarse_n=32`
 the library defaults (`neuroscale train kuramoto`).
 """
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
-from hybrid._config import build_config
-from hybrid._evaluate import evaluate
-from hybrid._train import train
-
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_metrics  # noqa: E402
+from _common import run_example  # noqa: E402
 
 # Small CPU defaults: every key is a configuration key of `neuroscale train kuramoto`.
 SMALL = dict(fine_n=2000, coarse_n=16, avg_degree=8.0, n_train=8, n_test=4, n_val=2,
@@ -52,21 +46,7 @@ QUICK = dict(SMALL, fine_n=400, coarse_n=8, clustering="geometric", n_train=2, n
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="out/examples/kuramoto", help="run folder")
-    parser.add_argument("--quick", action="store_true", help="smallest settings (smoke test)")
-    parser.add_argument("--set", dest="sets", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a configuration key")
-    args = parser.parse_args(argv)
-    cfg = build_config("kuramoto", overrides=QUICK if args.quick else SMALL, sets=args.sets)
-    out = Path(args.out)
-    t0 = time.perf_counter()
-    # A folder from an earlier run with the same configuration is resumed (or reused).
-    train(cfg, out, resume=(out / "config.json").exists(), progress=not args.quick)
-    metrics = evaluate(out, progress=not args.quick)
-    print_metrics(metrics, time.perf_counter() - t0)
-    print(f"  report: {out / 'report.md'}")
-    return metrics
+    return run_example("kuramoto", __doc__, SMALL, QUICK, argv)
 
 
 if __name__ == "__main__":

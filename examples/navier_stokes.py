@@ -28,17 +28,11 @@ navier-stokes`, about 10 minutes on 2 cores); `fine_n=256 coarse_n=32
 viscosity=1e-3 width=32` is the next step up, for a GPU.
 """
 
-import argparse
 import sys
-import time
 from pathlib import Path
 
-from hybrid._config import build_config
-from hybrid._evaluate import evaluate
-from hybrid._train import train
-
 sys.path.insert(0, str(Path(__file__).parent))
-from _common import print_metrics  # noqa: E402
+from _common import run_example  # noqa: E402
 
 # Small CPU defaults: every key is a configuration key of `neuroscale train navier-stokes`.
 SMALL = dict(fine_n=64, coarse_n=16, viscosity=2e-3, t_spinup=5.0, t_train=5.0, n_train=4,
@@ -50,22 +44,7 @@ QUICK = dict(SMALL, fine_n=32, coarse_n=8, t_spinup=1.0, t_train=1.0, n_train=2,
 
 
 def main(argv: list[str] | None = None) -> dict:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--out", default="out/examples/navier_stokes", help="run folder")
-    parser.add_argument("--quick", action="store_true", help="smallest settings (smoke test)")
-    parser.add_argument("--set", dest="sets", action="append", default=[],
-                        metavar="KEY=VALUE", help="override a configuration key")
-    args = parser.parse_args(argv)
-    cfg = build_config("navier-stokes", overrides=QUICK if args.quick else SMALL,
-                       sets=args.sets)
-    out = Path(args.out)
-    t0 = time.perf_counter()
-    # A folder from an earlier run with the same configuration is resumed (or reused).
-    train(cfg, out, resume=(out / "config.json").exists(), progress=not args.quick)
-    metrics = evaluate(out, progress=not args.quick)
-    print_metrics(metrics, time.perf_counter() - t0)
-    print(f"  report: {out / 'report.md'}")
-    return metrics
+    return run_example("navier-stokes", __doc__, SMALL, QUICK, argv)
 
 
 if __name__ == "__main__":
