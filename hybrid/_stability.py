@@ -27,6 +27,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Bool, Float, Int
 
 import solvers
+from solvers._solve import _check_dt
 
 from . import _metrics as M
 from ._ensemble import Ensemble
@@ -766,15 +767,8 @@ def stability(
     if isinstance(steps, bool) or not isinstance(steps, (int, np.integer)) or steps < 2:
         raise ValueError(f"`steps` must be an int >= 2, got {steps!r}.")
     steps = int(steps)
-    try:
-        dt = float(dt)
-    except (TypeError, ValueError):
-        raise ValueError(f"`dt` must be a positive number, got {dt!r}.") from None
-    if not (math.isfinite(dt) and dt > 0):
-        raise ValueError(f"`dt` must be a positive number, got {dt!r}.")
-    solver_dt = dt if solver_dt is None else float(solver_dt)
-    if not (math.isfinite(solver_dt) and solver_dt > 0):
-        raise ValueError(f"`solver_dt` must be a positive number, got {solver_dt!r}.")
+    dt = _check_dt(dt)
+    solver_dt = dt if solver_dt is None else _check_dt(solver_dt, "solver_dt")
     if save_every is None:
         save_every = _default_save_every(steps)
     if isinstance(save_every, bool) or not isinstance(save_every, (int, np.integer)) or (

@@ -34,15 +34,16 @@ def _check_ts(ts) -> np.ndarray:
     return ts_np
 
 
-def _check_dt(dt) -> float:
+def _check_dt(dt, name: str = "dt") -> float:
+    """`dt` as a float, else a `ValueError` naming the argument `name`."""
     if isinstance(dt, jax.core.Tracer):
-        raise ValueError("`dt` must be a concrete Python or NumPy number.")
+        raise ValueError(f"`{name}` must be a concrete Python or NumPy number.")
     try:
         dt_f = float(dt)
     except (TypeError, ValueError):
-        raise ValueError(f"`dt` must be a positive number, got {dt!r}.") from None
+        raise ValueError(f"`{name}` must be a positive number, got {dt!r}.") from None
     if not (math.isfinite(dt_f) and dt_f > 0):
-        raise ValueError(f"`dt` must be a positive finite number, got {dt!r}.")
+        raise ValueError(f"`{name}` must be a positive number, got {dt!r}.")
     return dt_f
 
 

@@ -2,7 +2,6 @@
 
 import math
 
-import diffrax
 import jax
 import jax.numpy as jnp
 import numpy as np
@@ -97,25 +96,13 @@ def test_fixed_step_is_the_same_step_and_keeps_its_state(burgers_state):
 
 
 def test_with_fixed_step_reaches_wrapped_solvers():
-    class Wrapper(diffrax.AbstractSolver):  # e.g. hybrid's solver-in-the-loop wrapper
-        inner: solvers.ETDRK4
-        term_structure = solvers.ETDRK4.term_structure
-        interpolation_cls = solvers.ETDRK4.interpolation_cls
+    import hybrid
 
-        def order(self, terms):
-            return 4
-
-        def init(self, terms, t0, t1, y0, args):
-            return None
-
-        def step(self, terms, t0, t1, y0, args, solver_state, made_jump):
-            raise NotImplementedError
-
-        def func(self, terms, t0, y0, args):
-            raise NotImplementedError
-
-    wrapped = with_fixed_step(Wrapper(solvers.ETDRK4()))
-    assert wrapped.inner.fixed_step
+    # hybrid's solver-in-the-loop wrapper holds the ETDRK4 it steps with
+    model = hybrid.Hybrid(solvers.Burgers1D(16, 0.05), hybrid.zero_closure, mode="correction")
+    wrapped = with_fixed_step(model.wrap_solver(solvers.ETDRK4()))
+    assert isinstance(wrapped, hybrid.CorrectedSolver)
+    assert wrapped.solver.fixed_step
     assert with_fixed_step(solvers.ETDRK4()).fixed_step
     other = solvers.CrankNicolsonRK4()
     assert with_fixed_step(other) == other
