@@ -5,9 +5,12 @@ throughput in edges per second against NumPy doing a random gather of the same s
   (about 10M directed edges: each undirected edge is stored both ways), wall time of
   the whole call including the edge weights and the `Graph` arrays. Target < 30 s.
 - `tendency, graph`: the jitted `Kuramoto(omega, K, graph=g).vector_field`, float32,
-  the system passed as a jit argument (no constant folding of the graph). Peer: NumPy
+  the system passed as a jit argument (no constant folding of the graph); on this
+  graph it uses the column layout (`solvers.graphs.ColumnLayout`). Peer: NumPy
   `theta[idx].sum()` with `idx` uniformly random, as many indices as edges (native
   int64 indices). Both in edges per second; target ours/NumPy >= 0.7.
+- `tendency, graph, segment sum`: the same with `layout=False` (a sorted segment sum
+  over the edges, a scatter in XLA:CPU), against the column layout.
 - `tendency, graph (NumPy)`: for context, the same tendency written in NumPy,
   `bincount(receivers, w * sin(theta[senders] - theta[receivers]))`.
 - `tendency, all-to-all`: `graph=None`, the O(N) mean-field path, against the same
@@ -19,8 +22,24 @@ call of each side; the headline ratio ours/peer is the median of the per-repeat
 CPU-time ratios, the wall-clock ratio of the fastest samples is given beside it
 (above 1: we are faster).
 
+XLA:CPU runs the jitted tendency on all cores and its idle threads spin, so its CPU
+time is about twice its wall time on 2 cores, while NumPy uses one. `--one-core` pins
+the process to one core and XLA to one thread: then CPU time and wall time agree and
+the comparison is core for core.
+
     python benchmarks/bench_kuramoto.py [--nodes 1000000] [--avg-degree 10] [--quick]
+                                        [--one-core]
 """
+
+import os
+import sys
+
+if "--one-core" in sys.argv:  # before jax is imported
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    )
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 import argparse
 import statistics
@@ -44,6 +63,8 @@ def main():
     parser.add_argument("--repeats", type=int, default=15)
     parser.add_argument("--min-time", type=float, default=0.2, help="seconds per sample")
     parser.add_argument("--quick", action="store_true", help="100k nodes, 5 repeats")
+    parser.add_argument("--one-core", action="store_true",
+                        help="one core, one XLA thread (set before jax is imported)")
     args = parser.parse_args()
     if args.quick:
         args.nodes, args.repeats, args.builds = 100_000, 5, 1
@@ -65,7 +86,8 @@ def main():
     key_omega, key_theta = jax.random.split(jax.random.PRNGKey(42))
     omega = solvers.lorentzian_frequencies(key_omega, n, dtype=jnp.float32)
     theta = jax.random.uniform(key_theta, (n,), jnp.float32, 0.0, 2 * np.pi)
-    on_graph = solvers.Kuramoto(omega, 2.0, graph=graph)
+    on_graph = solvers.Kuramoto(omega, 2.0, graph=graph, layout=True)
+    segment_sum = solvers.Kuramoto(omega, 2.0, graph=graph, layout=False)
     all_to_all = solvers.Kuramoto(omega, 2.0)
 
     @eqx.filter_jit
@@ -102,6 +124,9 @@ def main():
     s, c = np.sin(theta_np.astype(np.float64)), np.cos(theta_np.astype(np.float64))
     err_all = float(np.max(np.abs(np.asarray(all_to_all.interaction(theta)) -
                                   (s.mean() * c - c.mean() * s))))
+    err_seg = float(np.max(np.abs(np.asarray(segment_sum.interaction(theta)) -
+                                  np.asarray(on_graph.interaction(theta)))))
+    print(f"max |layout - segment sum| of the coupling: {err_seg:.1e}", flush=True)
     print(f"max |ours - NumPy| of the coupling: graph {err_graph:.1e}, "
           f"all-to-all {err_all:.1e}", flush=True)
 
@@ -112,12 +137,13 @@ def main():
             lambda: numpy_graph(theta_np),
             lambda: tendency(all_to_all, theta),
             lambda: numpy_mean_field(theta_np),
+            lambda: tendency(segment_sum, theta),
         ],
         (),
         repeats=args.repeats,
         min_time=args.min_time,
     )
-    ours_g, np_gather, np_graph, ours_a, np_mf = samples
+    ours_g, np_gather, np_graph, ours_a, np_mf, ours_seg = samples
 
     def row(case, ours, peer, count, unit, target="-"):
         # Throughput from the median CPU time per call; ratio ours/peer of throughputs.
@@ -138,13 +164,18 @@ def main():
             ours_g, np_gather, n_edges, "edges", ">= 0.7"),
         row("tendency, graph vs the same tendency in NumPy", ours_g, np_graph, n_edges,
             "edges"),
+        row("tendency, graph, segment sum (`layout=False`) vs NumPy random gather+sum",
+            ours_seg, np_gather, n_edges, "edges"),
+        row("tendency, graph: column layout vs segment sum", ours_g, ours_seg, n_edges,
+            "edges"),
         row(f"tendency, all-to-all ({n} nodes) vs NumPy mean field", ours_a, np_mf, n,
             "nodes"),
     ]
     print()
     print(header(("jax", "jaxlib", "equinox", "numpy")))
     print(
-        f"_float32; {n} nodes, {n_edges} directed edges (average degree "
+        f"_{'one core, one XLA thread' if args.one_core else 'all cores'}; "
+        f"float32; {n} nodes, {n_edges} directed edges (average degree "
         f"{n_edges / n:.2f}); builds (wall): {', '.join(f'{b:.2f} s' for b in builds)}; "
         f"{args.repeats} interleaved repeats; ratio > 1 means we are faster; max "
         f"|ours - NumPy| of the coupling term: {err_graph:.1e} (graph), {err_all:.1e} "

@@ -11,7 +11,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float
 
 from ._system import AbstractSystem
-from .graphs import Graph
+from .graphs import ColumnLayout, Graph
 
 # pi split so that k * _PI_A and k * _PI_B are exact (Cody–Waite): 26-bit parts for
 # float64 (|k| < 2**27), 12-bit parts for float32 (|k| < 2**12, beyond which the
@@ -46,6 +46,10 @@ def _sin(x: Array, cos: bool = False) -> Array:
     p = r + r * p
     odd = (k - 2 * jnp.floor(0.5 * k)) != 0
     return jnp.where(odd, -p, p)
+
+
+# From this many edges the column layout's faster tendency outweighs its compile time.
+_LAYOUT_MIN_EDGES = 2**16
 
 
 def _check_omega(omega) -> Array:
@@ -106,8 +110,9 @@ class Kuramoto(AbstractSystem):
     With `graph=None` the coupling is all-to-all, $w_{ij} = 1/N$, evaluated in O(N)
     through the complex mean field $r e^{i\psi} = \frac1N \sum_j e^{i\theta_j}$:
     $\sum_j w_{ij} \sin(\theta_j - \theta_i) = r \sin(\psi - \theta_i)$. On a graph,
-    $w_{ij}$ is the weight of the edge $j \to i$ and the sum is a sorted segment sum
-    over the incoming edges, O(E).
+    $w_{ij}$ is the weight of the edge $j \to i$ and the sum runs over the incoming
+    edges in O(E), through a `solvers.graphs.ColumnLayout` of the graph built at
+    construction (vectorised loops over degree buckets instead of a scatter).
 
     For Lorentzian frequencies of width $\Delta$ the all-to-all system synchronises
     above $K_c = 2\Delta$, and on the Ott–Antonsen manifold the order parameter
@@ -122,7 +127,13 @@ class Kuramoto(AbstractSystem):
       coupling. Negative values are repulsive.
     - `graph`: `None` (all-to-all, $w_{ij} = 1/N$) or a `solvers.graphs.Graph` with
       `n_nodes == N`; its weights are used as given (the generators normalise the
-      incoming weights of each node to sum to 1, so $K$ is on the same scale).
+      incoming weights of each node to sum to 1, so $K$ is on the same scale). The
+      graph is laid out once, here: to change it, build a new `Kuramoto` (editing
+      `graph` with `eqx.tree_at` would not reach the layout).
+    - `layout`: lay the graph out for vectorised neighbour sums (`True`), or keep
+      a segment sum over edges (`False`). Default `None`: the layout from
+      2**16 edges up, where its run time gain (about 3x on CPU) outweighs its
+      longer compilation.
     - `noise`: $\sigma \ge 0$, a scalar or `Float[Array, "N"]`, additive phase noise;
       default 0. With $\sigma > 0$, `solvers.solve` needs a `key` and integrates the
       SDE (Heun by default).
@@ -137,6 +148,7 @@ class Kuramoto(AbstractSystem):
     omega: Float[Array, " N"]
     coupling: Float[ArrayLike, ""] | Callable[[ArrayLike], ArrayLike]
     graph: Graph | None
+    layout: ColumnLayout | None
     noise: Float[ArrayLike, ""] | Float[Array, " N"]
     noisy: bool = eqx.field(static=True)
 
@@ -147,6 +159,7 @@ class Kuramoto(AbstractSystem):
         *,
         graph: Graph | None = None,
         noise: float | Float[ArrayLike, " N"] = 0.0,
+        layout: bool | None = None,
     ):
         self.omega = _check_omega(omega)
         n = self.omega.shape[0]
@@ -161,6 +174,18 @@ class Kuramoto(AbstractSystem):
                     f"`graph` has n_nodes={graph.n_nodes} but `omega` has {n} oscillators."
                 )
         self.graph = graph
+        if layout not in (None, True, False):
+            raise ValueError(f"`layout` must be None, True or False, got {layout!r}.")
+        if graph is None or layout is False:
+            self.layout = None
+        elif isinstance(graph.senders, jax.core.Tracer):
+            # A graph that arrives traced (e.g. as a jit argument): no host-side layout.
+            if layout:
+                raise ValueError("`layout=True` needs a graph with concrete indices.")
+            self.layout = None
+        else:
+            use = layout if layout is not None else graph.n_edges >= _LAYOUT_MIN_EDGES
+            self.layout = ColumnLayout(graph) if use else None
         self.noise, self.noisy = _check_noise(noise, n)
 
     @property
@@ -182,6 +207,8 @@ class Kuramoto(AbstractSystem):
             # r sin(psi - theta_i) = Im(z e^{-i theta_i}), z = mean(e^{i theta}).
             sin, cos = _sin(theta), _sin(theta, cos=True)
             return jnp.mean(sin) * cos - jnp.mean(cos) * sin
+        if self.layout is not None:
+            return self.layout.neighbour_sum(lambda x_s, x_r: _sin(x_s - x_r), theta)
         g = self.graph
         # Indices were validated when the graph was built: skip the bounds handling.
         theta_s = theta.at[g.senders].get(mode="promise_in_bounds", wrap_negative_indices=False)

@@ -184,6 +184,38 @@ def _checkpointed_steps(step, carry, t_start, h, schedule):
     return carry
 
 
+def _interval_group(m: int, n: int, step, carry, t_start, h) -> int:
+    r"""Intervals per checkpointed group when each of the `m` save intervals has only
+    `n` (≤ 8) steps: reverse mode stores one carry per group and tapes one group's
+    $g n$ steps, memory $m / g + g n \rho$ carries with $\rho$ = taped bytes per step
+    / carry bytes, least at $g = \sqrt{m / (n \rho)}$."""
+    c_bytes = _nbytes(carry)
+    r_bytes = _residual_bytes_per_step(step, carry, t_start, h)
+    rho = r_bytes / c_bytes if c_bytes and r_bytes else 1.0
+    return max(1, min(m, round(math.sqrt(m / (n * rho)))))
+
+
+def _grouped_scan(interval, carry, t_starts, group: int):
+    """`lax.scan(interval, carry, t_starts)`'s outputs, with `jax.checkpoint` around
+    each group of `group` consecutive intervals."""
+
+    def run(c, t_block):
+        return jax.lax.scan(interval, c, t_block)
+
+    run = jax.checkpoint(run, prevent_cse=False)
+    m = t_starts.shape[0]
+    n_groups, rest = divmod(m, group)
+    outs = []
+    if n_groups:
+        blocks = t_starts[: n_groups * group].reshape(n_groups, group)
+        carry, out = jax.lax.scan(run, carry, blocks)
+        outs.append(jtu.tree_map(lambda x: x.reshape((n_groups * group,) + x.shape[2:]), out))
+    if rest:
+        carry, out = run(carry, t_starts[n_groups * group:])
+        outs.append(out)
+    return jtu.tree_map(lambda *xs: jnp.concatenate(xs), *outs)
+
+
 def _schedule(n: int, levels: int | None, step, carry, t_start, h):
     if levels is not None:
         return [(n, _balanced_blocks(n, levels))]
@@ -400,9 +432,13 @@ def _solve_fixed(
     if uniform:
         n = int(counts[0])
         h = jnp.asarray(steps[0], dtype)
+        m = len(intervals)
         nested = n > 8 if levels is None else levels > 1
+        # Few steps per save but many saves (a training rollout): checkpoint groups
+        # of whole intervals instead.
+        grouped = levels is None and not nested and m > 1 and n * m > 8
         run_step, carry0, merge = step, (z_init, state0), lambda c: c
-        if nested:
+        if nested or grouped:
             run_step, carry0, merge = _hoist_invariants(step, carry0, t0_, h)
         schedule = _schedule(n, levels, run_step, carry0, t0_, h)
 
@@ -411,12 +447,16 @@ def _solve_fixed(
             z = merge(carry)[0]
             return carry, (system.from_internal(z), _all_finite(z))
 
-        if len(intervals) > 1 and nested:
+        if m > 1 and nested:
             # Save-point level of the checkpointing: each interval is recomputed
             # from its starting state rather than storing its inner blocks.
             interval = jax.checkpoint(interval, prevent_cse=False)
         t_starts = jnp.asarray(ts_np[:-1], dtype) + offset
-        _, (ys, finite) = jax.lax.scan(interval, carry0, t_starts)
+        if grouped:
+            group = _interval_group(m, n, run_step, carry0, t0_, h)
+            ys, finite = _grouped_scan(interval, carry0, t_starts, group)
+        else:
+            _, (ys, finite) = jax.lax.scan(interval, carry0, t_starts)
     else:
         n_max = int(counts.max())
         lv = _auto_levels(n_max) if levels is None else levels

@@ -102,8 +102,9 @@ def test_ott_antonsen_closed_form():
 # ---------------------------------------------------------------- sparse vs dense
 
 
+@pytest.mark.parametrize("layout", [False, True], ids=["segment-sum", "column-layout"])
 @pytest.mark.parametrize("kind", ["erdos_renyi", "hyperbolic", "ring", "directed"])
-def test_sparse_tendency_equals_dense(kind):
+def test_sparse_tendency_equals_dense(kind, layout):
     # Exact to 1e-12 in float64 against sum_j W_ij sin(theta_j - theta_i).
     n, key = 200, jax.random.PRNGKey(1)
     if kind == "erdos_renyi":
@@ -119,7 +120,8 @@ def test_sparse_tendency_equals_dense(kind):
     omega = solvers.gaussian_frequencies(key, n)
     # Unwrapped phases of a few turns, as after a rollout.
     theta = jax.random.uniform(jax.random.PRNGKey(2), (n,), jnp.float64, -30.0, 30.0)
-    system = solvers.Kuramoto(omega, 1.7, graph=g)
+    system = solvers.Kuramoto(omega, 1.7, graph=g, layout=layout)
+    assert (system.layout is not None) == layout
     got = np.asarray(jax.jit(lambda th: system.vector_field(0.0, th, None))(theta))
     want = dense_tendency(omega, 1.7, g.to_dense(), theta)
     np.testing.assert_allclose(got, want, rtol=0, atol=1e-12)
@@ -192,7 +194,8 @@ def test_gradient_through_rollout_matches_finite_differences(sparse):
     np.testing.assert_allclose(float(jnp.dot(dtheta, direction)), float(fd_dir), rtol=1e-6)
 
 
-def test_gradient_with_respect_to_graph_weights():
+@pytest.mark.parametrize("layout", [False, True], ids=["segment-sum", "column-layout"])
+def test_gradient_with_respect_to_graph_weights(layout):
     n = 100
     g = graphs.erdos_renyi(n, avg_degree=6, key=jax.random.PRNGKey(0))
     omega = solvers.gaussian_frequencies(jax.random.PRNGKey(1), n, std=0.5)
@@ -201,7 +204,8 @@ def test_gradient_with_respect_to_graph_weights():
 
     def loss(weights):
         graph = graphs.Graph(g.senders, g.receivers, weights, n_nodes=n)
-        sol = solvers.solve(solvers.Kuramoto(omega, 2.0, graph=graph), theta0, ts, dt=0.02)
+        system = solvers.Kuramoto(omega, 2.0, graph=graph, layout=layout)
+        sol = solvers.solve(system, theta0, ts, dt=0.02)
         return jnp.abs(solvers.order_parameter(sol.ys[-1])) ** 2
 
     ts = jnp.array([0.0, 1.0])
@@ -338,8 +342,11 @@ def test_order_parameter():
 
 
 def test_kuramoto_bad_input():
-    omega = jnp.zeros(10)
+    omega, omega12 = jnp.zeros(10), jnp.zeros(12)
     g = graphs.ring_lattice(12, 2)
+
+    def traced_layout(graph):
+        return solvers.Kuramoto(omega12, 1.0, graph=graph, layout=True).omega
     cases = [
         (lambda: solvers.Kuramoto(jnp.zeros((2, 5)), 1.0), "`omega` must be a non-empty 1D"),
         (lambda: solvers.Kuramoto(jnp.arange(10), 1.0), "`omega` must be a non-empty 1D"),
@@ -353,6 +360,8 @@ def test_kuramoto_bad_input():
         (lambda: solvers.Kuramoto(omega, 1.0, noise=-0.1), "`noise` must be >= 0"),
         (lambda: solvers.Kuramoto(omega, 1.0, noise=jnp.ones(3)), r"`noise` must be a scalar or"),
         (lambda: solvers.Kuramoto(omega, 1.0, noise="loud"), "`noise` must be a number"),
+        (lambda: solvers.Kuramoto(omega12, 1.0, graph=g, layout="yes"), "`layout` must be None"),
+        (lambda: jax.jit(traced_layout)(g), "`layout=True` needs a graph with concrete"),
     ]
     for build, match in cases:
         with pytest.raises(ValueError, match=match):

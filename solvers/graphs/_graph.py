@@ -130,8 +130,10 @@ class Graph(eqx.Module):
         if not traced:
             # numpy float64 becomes the default float (float32 without x64).
             w = jnp.asarray(w, _default_float() if w.dtype == np.float64 else w.dtype)
-        self.senders = jnp.asarray(s, jnp.int32)
-        self.receivers = jnp.asarray(r, jnp.int32)
+        # Concrete even when built under jit: layouts are made from the indices.
+        with jax.ensure_compile_time_eval():
+            self.senders = jnp.asarray(s, jnp.int32)
+            self.receivers = jnp.asarray(r, jnp.int32)
         self.weights = w
         self.n_nodes = n_nodes
 
