@@ -8,11 +8,23 @@ import math
 import os
 import platform
 import statistics
+import sys
 import time
 from collections.abc import Callable, Sequence
 from importlib import metadata
 
 import jax
+
+# `--one-core`: one core and one XLA thread, set before XLA's CPU backend starts (on the
+# first computation, after this import). XLA's idle threads spin, so on several cores
+# a process's CPU time overstates its work; on one core CPU time and wall time agree.
+ONE_CORE = "--one-core" in sys.argv
+if ONE_CORE:
+    os.environ["XLA_FLAGS"] = (
+        os.environ.get("XLA_FLAGS", "")
+        + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
+    )
+    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
 
 
 def _calibrate(fn: Callable, args: tuple, min_time: float) -> int:
@@ -120,7 +132,8 @@ def header(packages: Sequence[str] = ("jax", "jaxlib", "diffrax", "equinox")) ->
     dev = jax.devices()[0]
     now = datetime.datetime.now().astimezone().strftime("%Y-%m-%d %H:%M %Z")
     return (
-        f"_{now}; CPU: {_cpu_model()}, {cores} cores ({platform.machine()}); "
+        f"_{now}; CPU: {_cpu_model()}, {cores} cores ({platform.machine()})"
+        f"{', one XLA thread (--one-core)' if ONE_CORE else ''}; "
         f"load average at the end (1, 5, 15 min): {load}; jax device: {dev.platform}; "
         f"Python {platform.python_version()}; {', '.join(versions)}_"
     )
@@ -145,6 +158,8 @@ def timing_parser(doc: str | None, *, repeats: int, min_time: float,
     parser.add_argument("--repeats", type=int, default=repeats)
     parser.add_argument("--min-time", type=float, default=min_time, help="seconds per sample")
     parser.add_argument("--quick", action="store_true", help=quick_help)
+    parser.add_argument("--one-core", action="store_true",
+                        help="one core and one XLA thread: CPU time = wall time")
     return parser
 
 

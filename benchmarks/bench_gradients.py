@@ -18,9 +18,12 @@ Time: the jitted forward rollout and the jitted gradient are timed in alternatio
 times are the median CPU time per call; the headline ratio grad / forward is
 the median of the per-repeat CPU-time ratios, the wall-clock ratio of the fastest
 samples is given beside it. Targets: memory at 1,000 steps < 2x memory at 100
-steps; grad / forward <= 4.
+steps; grad / forward <= 4. On several cores XLA's idle threads spin and inflate the
+CPU time unevenly between the two programs; `--one-core` (one core, one XLA thread)
+gives the core-for-core ratio, where CPU and wall time agree.
 
     python benchmarks/bench_gradients.py [--steps 100 1000] [--memory-steps 100 1000 10000]
+                                         [--one-core]
 """
 
 

@@ -31,16 +31,6 @@ the comparison is core for core.
                                         [--one-core]
 """
 
-import os
-import sys
-
-if "--one-core" in sys.argv:  # before jax is imported
-    os.environ["XLA_FLAGS"] = (
-        os.environ.get("XLA_FLAGS", "")
-        + " --xla_cpu_multi_thread_eigen=false intra_op_parallelism_threads=1"
-    )
-    os.sched_setaffinity(0, {min(os.sched_getaffinity(0))})
-
 import argparse
 import statistics
 import time
@@ -64,7 +54,7 @@ def main():
     parser.add_argument("--min-time", type=float, default=0.2, help="seconds per sample")
     parser.add_argument("--quick", action="store_true", help="100k nodes, 5 repeats")
     parser.add_argument("--one-core", action="store_true",
-                        help="one core, one XLA thread (set before jax is imported)")
+                        help="one core, one XLA thread (applied by _common on import)")
     args = parser.parse_args()
     if args.quick:
         args.nodes, args.repeats, args.builds = 100_000, 5, 1
