@@ -106,7 +106,8 @@ class ColumnLayout(eqx.Module):
         x: Float[Array, " N"],
     ) -> Float[Array, " N"]:
         r"""$y_i = \sum_{e:\,r_e = i} w_e\,$`edge_fn(x[s_e], x[i])` (`edge_fn`
-        elementwise)."""
+        elementwise). Padding evaluates `edge_fn(x[0], x[i])` times a zero weight, so
+        `edge_fn` must be finite there (a sine is)."""
 
         def rows_sum(bucket):
             x_row = x.at[bucket.rows].get(mode="promise_in_bounds", indices_are_sorted=True)
