@@ -42,7 +42,6 @@ equivalent resolution.
 `examples/SYSTEM.py` (`SMALL`) into `--out` (resumed if already there).
 """
 
-import argparse
 import dataclasses
 import math
 import statistics
@@ -52,7 +51,7 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import header, paired_ratio, table, time_interleaved
+from _common import header, paired_ratio, parse_timing_args, table, time_interleaved, timing_parser
 
 import solvers
 from hybrid import _metrics as M
@@ -274,8 +273,7 @@ def _figure(path: Path, cfg, rows) -> None:
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = timing_parser(__doc__, repeats=5, min_time=0.0, quick_help="2 repeats")
     parser.add_argument("--run", type=Path, action="append", default=[],
                         help="a trained run folder (repeatable)")
     parser.add_argument("--train-quick", choices=tuple(QUICK), action="append", default=[],
@@ -284,10 +282,7 @@ def main():
                         help="run folder for --train-quick (default /tmp/frontier_SYSTEM)")
     parser.add_argument("--figure-dir", default=str(Path(__file__).parent),
                         help="where frontier_<system>.png goes ('' for none)")
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--min-time", type=float, default=0.0,
-                        help="seconds per sample (default: one rollout per sample)")
-    args = parser.parse_args()
+    args = parse_timing_args(parser, quick_repeats=2)
     if args.figure_dir == "":
         args.figure_dir = None
     runs = list(args.run)

@@ -31,7 +31,6 @@ the comparison is core for core.
                                         [--one-core]
 """
 
-import argparse
 import statistics
 import time
 
@@ -39,22 +38,17 @@ import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import header, paired_ratio, table, time_interleaved
+from _common import header, paired_ratio, table, time_interleaved, timing_parser
 
 import solvers
 
 
 def main():
-    parser = argparse.ArgumentParser(description=__doc__,
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = timing_parser(__doc__, repeats=15, min_time=0.2,
+                           quick_help="100k nodes, 5 repeats")
     parser.add_argument("--nodes", type=int, default=1_000_000)
     parser.add_argument("--avg-degree", type=float, default=10.0)
     parser.add_argument("--builds", type=int, default=2, help="graph builds timed (min)")
-    parser.add_argument("--repeats", type=int, default=15)
-    parser.add_argument("--min-time", type=float, default=0.2, help="seconds per sample")
-    parser.add_argument("--quick", action="store_true", help="100k nodes, 5 repeats")
-    parser.add_argument("--one-core", action="store_true",
-                        help="one core, one XLA thread (applied by _common on import)")
     args = parser.parse_args()
     if args.quick:
         args.nodes, args.repeats, args.builds = 100_000, 5, 1

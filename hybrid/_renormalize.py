@@ -21,6 +21,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, Int
 
 from solvers.graphs import Graph, HyperbolicCoordinates
+from solvers.graphs._graph import numpy_rng, receiver_normalized
 
 # Lorentzian half width with the density of N(mu, s^2) at its centre,
 # Delta = 1 / (pi g(mu)) = sqrt(2/pi) s: both laws then share K_c = 2 Delta.
@@ -28,13 +29,6 @@ GAUSSIAN_TO_LORENTZIAN = math.sqrt(2.0 / math.pi)
 
 # Elements of one gathered [edges, columns] block in the sparse products (memory bound).
 _BLOCK_ELEMENTS = 2**24
-
-
-def _rng(key) -> np.random.Generator:
-    if key is None:
-        raise ValueError("`key` is required (a JAX PRNG key).")
-    data = jax.random.key_data(key) if jnp.issubdtype(key.dtype, jax.dtypes.prng_key) else key
-    return np.random.default_rng([int(v) for v in np.asarray(data).ravel()])
 
 
 def _check_clusters(m, n_nodes: int) -> int:
@@ -193,7 +187,7 @@ def _subspace_iteration(graph, k, b, key, regularization, max_iterations, tol, d
         evals, evecs = jnp.linalg.eigh(0.5 * (h + h.T))
         return evals[::-1], (q @ evecs)[:, ::-1]
 
-    rng = _rng(key)
+    rng = numpy_rng(key)
     q, _ = jnp.linalg.qr(jnp.asarray(rng.standard_normal((n, b)), dtype))
     previous = None
     for _ in range(max(1, -(-int(max_iterations) // 20))):
@@ -235,7 +229,7 @@ def kmeans(
         raise ValueError(f"`x` must be [N, d], got shape {x.shape}.")
     n = x.shape[0]
     m = _check_clusters(n_clusters, n)
-    rng = _rng(key)
+    rng = numpy_rng(key)
     sq = np.einsum("nd,nd->n", x, x)
     best, best_cost = None, np.inf
     for _ in range(max(1, n_init)):
@@ -439,8 +433,7 @@ def _stationary(graph: Graph, iterations: int, tol: float) -> np.ndarray:
     n = graph.n_nodes
     r = np.asarray(graph.receivers, np.int64)
     w = np.asarray(graph.weights, np.float64)
-    row = np.bincount(r, weights=w, minlength=n)
-    p = jnp.asarray(w / np.where(row > 0, row, 1.0)[r])  # P[r, s]: step r -> s
+    p = jnp.asarray(receiver_normalized(r, w, n))  # P[r, s]: step r -> s
     senders, receivers = graph.senders, graph.receivers
 
     @jax.jit

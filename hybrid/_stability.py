@@ -670,7 +670,7 @@ def _batch_size_of(tree) -> int | None:
 
 def stability(
     model: Any,
-    y0s: Float[ArrayLike, "B *state"],  # noqa: F821
+    y0s: Float[ArrayLike, " B *state"],
     *,
     steps: int,
     dt: float,

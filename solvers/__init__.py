@@ -23,6 +23,7 @@ from ._ns_diagnostics import velocity_from_vorticity as velocity_from_vorticity
 from ._order_parameter import order_parameter as order_parameter
 from ._order_parameter import ott_antonsen_order_parameter as ott_antonsen_order_parameter
 from ._ott_antonsen import OttAntonsenNetwork as OttAntonsenNetwork
+from ._ralston_rk3 import RalstonRK3 as RalstonRK3
 from ._solution import Solution as Solution
 from ._solve import solve as solve
 from ._system import AbstractSpectralSystem as AbstractSpectralSystem

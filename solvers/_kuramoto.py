@@ -86,6 +86,11 @@ def _check_coupling(coupling):
     return coupling
 
 
+def coupling_value(coupling, t: ArrayLike) -> Array:
+    """$K(t)$ of a coupling given as a scalar or a callable `t -> K(t)`."""
+    return coupling(t) if callable(coupling) else jnp.asarray(coupling)
+
+
 def _check_noise(noise, n: int) -> tuple[Any, bool]:
     if isinstance(noise, jax.core.Tracer):
         if noise.ndim not in (0, 1) or (noise.ndim == 1 and noise.shape[0] != n):
@@ -199,7 +204,7 @@ class Kuramoto(AbstractSystem):
 
     def coupling_at(self, t: ArrayLike) -> Array:
         """$K(t)$."""
-        return self.coupling(t) if callable(self.coupling) else jnp.asarray(self.coupling)
+        return coupling_value(self.coupling, t)
 
     def interaction(self, theta: Float[Array, " N"]) -> Float[Array, " N"]:
         """$\\sum_j w_{ij} \\sin(\\theta_j - \\theta_i)$, the coupling per unit $K$."""

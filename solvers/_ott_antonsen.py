@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 from jaxtyping import Array, ArrayLike, Complex, Float
 
-from ._kuramoto import _check_coupling
+from ._kuramoto import _check_coupling, coupling_value
 from ._system import AbstractSystem
 from .graphs import Graph
 
@@ -145,7 +145,7 @@ class OttAntonsenNetwork(AbstractSystem):
 
     def coupling_at(self, t: ArrayLike) -> Array:
         """$K(t)$."""
-        return self.coupling(t) if callable(self.coupling) else jnp.asarray(self.coupling)
+        return coupling_value(self.coupling, t)
 
     def mean_field(self, y: Float[Array, "M 2"]) -> Float[Array, "M 2"]:
         """$Z_m = \\sum_n A_{mn} z_n$, as `(Re, Im)` pairs."""

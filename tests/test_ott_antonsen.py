@@ -219,3 +219,19 @@ def test_vmaps_over_systems():
     y0 = OA.initial_state(jnp.array([0.5, 0.5]), 0.0)
     ys = eqx.filter_vmap(lambda s: solvers.solve(s, y0, np.array([0.0, 1.0]), dt=0.1).ys)(systems)
     assert ys.shape == (2, 2, 2, 2)
+
+
+def test_ralston_rk3_converges_at_third_order():
+    # One population against the closed form r(t); slope fitted over four dt.
+    system = OA(jnp.array([0.7]), jnp.array([0.5]), 3.0, coupling_matrix=jnp.ones((1, 1)))
+    y0 = OA.initial_state(jnp.array([0.1]), 0.3)
+    ts = np.array([0.0, 4.0])
+    exact = float(solvers.ott_antonsen_order_parameter(4.0, 0.1, 3.0, 0.5))
+    dts = np.array([0.2, 0.1, 0.05, 0.025])
+    errors = []
+    for dt in dts:
+        z = OA.to_complex(solvers.solve(system, y0, ts, dt=float(dt),
+                                        solver=solvers.RalstonRK3()).ys)[-1, 0]
+        errors.append(abs(float(jnp.abs(z)) - exact))
+    slope = np.polyfit(np.log(dts), np.log(errors), 1)[0]
+    assert abs(slope - 3.0) < 0.3, f"slope {slope:.2f}, errors {errors}"

@@ -12,6 +12,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
+from solvers._kuramoto import coupling_value
 from solvers.graphs import Graph
 
 from ._stencil import cast_params, check_positive_int, scale_last
@@ -155,7 +156,7 @@ class ClusterContext(eqx.Module):
         return cls(pool, field, tokens, coupling, kinship, strength)
 
     def coupling_at(self, t: ArrayLike) -> Array:
-        return self.strength(t) if callable(self.strength) else jnp.asarray(self.strength)
+        return coupling_value(self.strength, t)
 
 
 def _cmul(a: Array, b: Array) -> Array:

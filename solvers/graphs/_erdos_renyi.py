@@ -76,5 +76,5 @@ def erdos_renyi(
     senders, receivers = symmetric_edges(i, j, n)
     weights = np.ones(senders.shape[0])
     if normalize:
-        weights = receiver_normalized(senders, receivers, weights, n)
+        weights = receiver_normalized(receivers, weights, n)
     return Graph(senders, receivers, weights, n_nodes=n)

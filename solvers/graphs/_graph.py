@@ -196,7 +196,7 @@ def symmetric_edges(i: np.ndarray, j: np.ndarray, n: int) -> tuple[np.ndarray, n
     return key % n, key // n
 
 
-def receiver_normalized(senders: np.ndarray, receivers: np.ndarray, raw, n: int) -> np.ndarray:
+def receiver_normalized(receivers: np.ndarray, raw, n: int) -> np.ndarray:
     """Edge weights `raw` divided by their receiver's total (NumPy, host side)."""
     total = np.bincount(receivers, weights=raw, minlength=n)
     return raw / np.where(total == 0, 1.0, total)[receivers]

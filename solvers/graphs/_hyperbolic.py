@@ -248,7 +248,7 @@ def random_hyperbolic(
     u, v = _band_edges(r, theta, R + cut, R, temperature, rng, chunk_size)
     senders, receivers = symmetric_edges(u, v, n)
     degree = np.bincount(receivers, minlength=n)
-    weights = receiver_normalized(senders, receivers, np.sqrt(degree[senders]), n)
+    weights = receiver_normalized(receivers, np.sqrt(degree[senders]), n)
     graph = Graph(senders, receivers, weights, n_nodes=n)
     if not return_coordinates:
         return graph
