@@ -4,7 +4,7 @@ at the same resolution.
 For each system and resolution, the known physics is the coarse system the training
 pipeline builds (`task.coarse_physics` of a sampled fine system: Burgers with its
 random forcing, Navier–Stokes with Kolmogorov forcing and drag), and each closure is
-`task.make_closure` of the run configuration's defaults (`build_config(SYSTEM)`, with
+`task.make_closure` of the run configuration's defaults (`build_config(TASK)`, with
 `closure` set to `stencil` or `attention`), freshly initialised: the cost of a closure
 does not depend on its trained weights. The hybrid is `hybrid.Hybrid(physics,
 closure, mode=...)`, in `tendency` mode (the closure inside every stage of the
@@ -31,9 +31,8 @@ from _common import header, paired_ratio, parse_timing_args, table, time_interle
 
 import solvers
 from hybrid import Hybrid
-from hybrid._config import build_config
-from hybrid._task import make_task
-from solvers._etdrk4 import with_fixed_step
+from neuroscale import build_config, task_class
+from solvers import with_fixed_step
 
 # Steps per timed call: enough that dispatch (tens of microseconds) is a small part
 # of the plain solver's call, few enough that the batched attention hybrid at 64^2
@@ -64,10 +63,11 @@ def _stepper(system, dt: float, batch: int | None, steps: int):
 
 
 def bench(system_name: str, n: int, batch: int | None, args) -> list[dict]:
-    cfg = build_config(system_name, overrides=dict(coarse_n=n))
+    cls = task_class(system_name)
+    cfg = build_config(cls, overrides=dict(coarse_n=n))
     key = jax.random.PRNGKey(0)
-    fine, _ = make_task(cfg).sample(key)
-    physics = make_task(cfg).coarse_physics(fine, n)
+    fine, _ = cls(cfg).sample(key)
+    physics = cls(cfg).coarse_physics(fine, n)
     keys = jax.random.split(jax.random.PRNGKey(1), batch or 1)
     if system_name == "burgers":
         ys = jax.vmap(lambda k: solvers.random_smooth_field(k, n, dtype=jnp.float32))(keys)
@@ -78,8 +78,7 @@ def bench(system_name: str, n: int, batch: int | None, args) -> list[dict]:
     steps = STEPS[system_name]
     names, fns = ["plain"], [_stepper(physics, cfg.dt, batch, steps)]
     for closure_name in CLOSURES:
-        task = make_task(build_config(system_name, overrides=dict(coarse_n=n,
-                                                                   closure=closure_name)))
+        task = cls(build_config(cls, overrides=dict(coarse_n=n, closure=closure_name)))
         # small output weights: an untrained closure must not blow the rollout up
         # (its cost does not depend on the values of its weights)
         closure = task.make_closure(jax.random.PRNGKey(2), init_scale=1e-4)
@@ -108,7 +107,8 @@ def main():
         for n in sizes:
             for batch in (None, args.batch):
                 rows += bench(system_name, n, batch, args)
-    cfg_b, cfg_ns = build_config("burgers"), build_config("navier-stokes")
+    cfg_b = build_config(task_class("burgers"))
+    cfg_ns = build_config(task_class("navier-stokes"))
     print()
     print(header())
     print(f"_float32; closures as configured by default (width {cfg_b.width}, depth "

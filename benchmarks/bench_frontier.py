@@ -3,20 +3,20 @@ the plain solver at n, 2n, 4n, 8n, 16n and for the hybrid at n; the equivalent
 resolution of the hybrid and its speed-up at equal accuracy.
 
 Everything is recomputed from a run folder (`neuroscale train SYSTEM --out DIR`),
-nothing is hard-coded: the run's held-out test trajectories (`hybrid._data.test_data`,
+nothing is hard-coded: the run's held-out test trajectories (`neuroscale.test_set`,
 the set `neuroscale evaluate` scores), filtered to `coarse_n` by the run's own filter
 (`task.coarse_grain`), over the evaluation horizon `eval_horizon`.
 
 - **Plain solver at factor k** (k = 1, 2, 4, 8, 16, up to the fine resolution): the
   known physics at `k * coarse_n`, started from the filtered fine state, step
-  `dt / k` (the CFL scaling of `hybrid/_evaluate.py`), its output filtered to
+  `dt / k` (the CFL scaling of `neuroscale evaluate`), its output filtered to
   `coarse_n`. k = 1 is the no-closure baseline.
 - **Hybrid** at `coarse_n`, step `dt`: the deterministic ensemble (every member,
   then their mean, as `metrics.json`'s `hybrid` block), and a single member (its
   error: the mean over members of each member's own error).
 
 Error: `rmse` against the filtered fine reference over the horizon and `corr_time`
-(time until the pattern correlation drops below 0.95), as `hybrid._metrics` computes
+(time until the pattern correlation drops below 0.95), as `hybrid.metrics` computes
 them for `metrics.json`. Cost: the rollout of the whole batch of test trajectories,
 compiled beforehand (compilation excluded), `block_until_ready`, all variants timed
 in alternation (`_common.time_interleaved`); CPU time of the process per rollout
@@ -42,7 +42,6 @@ equivalent resolution.
 `examples/SYSTEM.py` (`SMALL`) into `--out` (resumed if already there).
 """
 
-import dataclasses
 import math
 import statistics
 from pathlib import Path
@@ -53,12 +52,10 @@ import jax.numpy as jnp
 import numpy as np
 from _common import header, paired_ratio, parse_timing_args, table, time_interleaved, timing_parser
 
+import hybrid
 import solvers
-from hybrid import _metrics as M
-from hybrid._evaluate import held_out
-from hybrid._task import make_task
-from hybrid._train import load_ensemble
-from hybrid._uq import ensemble_rollouts
+from hybrid import metrics as M
+from neuroscale import build_config, load_run, task_class, test_set, train_run
 
 FACTORS = (1, 2, 4, 8, 16)
 KOCHKOV = "8-10x coarser, 40-80x faster"
@@ -79,13 +76,11 @@ QUICK = {
 
 
 def train_quick(system: str, out: Path) -> Path:
-    from hybrid._config import build_config
-    from hybrid._train import train
-
-    cfg = build_config(system, overrides=QUICK[system])
+    cls = task_class(system)
+    task = cls(build_config(cls, overrides=QUICK[system]))
     resume = (out / "config.json").exists()
-    if not (out / "model.eqx").exists():
-        train(cfg, out, resume=resume, progress=False)
+    if not (out / "model" / "ensemble.json").exists():
+        train_run(task, out, resume=resume, progress=False)
     return out
 
 
@@ -130,9 +125,11 @@ def equivalent(ns, errs, times, err):
 
 
 def frontier(run: Path, args) -> dict:
-    cfg, ens = load_ensemble(run)
-    task = make_task(cfg)
-    ys_fine, ts_rel, t0, fine, ref, coarse = held_out(task, cfg, run, progress=False)
+    task, ens = load_run(run)
+    cfg = task.cfg
+    test, ys_fine, fine = test_set(task, run, progress=False)
+    ts_rel = np.asarray(test.ts - test.ts[0], np.float64)
+    t0, ref, coarse = test.ts[0], test.ys, test.physics
     y0 = ref[:, 0]
 
     variants = {}  # name -> dict(fn, n, dt, post)
@@ -154,15 +151,19 @@ def frontier(run: Path, args) -> dict:
             fn=_compiled_rollout(fine, ys_fine[:, 0], ts_rel, t0, cfg.fine_dt), n=cfg.fine_n,
             k=None, dt=cfg.fine_dt, post=lambda ys: task.coarse_grain(ys, cfg.coarse_n))
 
-    members = ens.members
-    one_member = jax.tree.map(lambda x: x[:1] if eqx.is_array(x) else x, members)
-    cfg1 = dataclasses.replace(cfg, members=1)
+    one = hybrid.Ensemble(jax.tree.map(lambda x: x[:1] if eqx.is_array(x) else x, ens.members),
+                          ens.physics, ens.mode)
+
+    def rollouts(e):
+        sol = e.solve_batch(y0, ts_rel, dt=cfg.dt, physics=coarse, args=test.args, t0=t0,
+                            stochastic=False, calibrated=False)
+        return sol.ys, sol.blowup_index
 
     def hybrid_all():
-        return ensemble_rollouts(cfg, task, members, coarse, y0, ts_rel, t0)
+        return rollouts(ens)
 
     def hybrid_one():
-        return ensemble_rollouts(cfg1, task, one_member, coarse, y0, ts_rel, t0)
+        return rollouts(one)
 
     names = list(variants) + ["hybrid ensemble", "hybrid, one member"]
     fns = [v["fn"] for v in variants.values()] + [hybrid_all, hybrid_one]
@@ -228,7 +229,7 @@ def frontier(run: Path, args) -> dict:
         summary.append(row)
 
     if args.figure_dir is not None:
-        _figure(Path(args.figure_dir) / f"frontier_{cfg.system.replace('-', '_')}.png",
+        _figure(Path(args.figure_dir) / f"frontier_{cfg.task.replace('-', '_')}.png",
                 cfg, rows)
     return {"cfg": cfg, "rows": rows, "summary": summary, "run": run}
 
@@ -262,7 +263,7 @@ def _figure(path: Path, cfg, rows) -> None:
     ax.set_yscale("log")
     ax.set_xlabel("CPU time of the batched test rollout (s)")
     ax.set_ylabel(f"rmse vs filtered reference (n={cfg.coarse_n})")
-    ax.set_title(f"{cfg.system}: accuracy vs cost ({cfg.eval_horizon} saves)", fontsize=10)
+    ax.set_title(f"{cfg.task}: accuracy vs cost ({cfg.eval_horizon} saves)", fontsize=10)
     ax.grid(True, which="both", alpha=0.3)
     ax.legend(fontsize=8)
     fig.tight_layout()
@@ -298,7 +299,7 @@ def main():
     for res in results:
         cfg = res["cfg"]
         print()
-        print(f"**{cfg.system}** (run `{res['run']}`): fine_n {cfg.fine_n}, coarse_n "
+        print(f"**{cfg.task}** (run `{res['run']}`): fine_n {cfg.fine_n}, coarse_n "
               f"{cfg.coarse_n}, dt {cfg.dt}, closure {cfg.closure} ({cfg.mode}), "
               f"{cfg.members} members, {cfg.train_steps} training steps; "
               f"{int(cfg.n_test)} test trajectories x {cfg.eval_horizon} saves "

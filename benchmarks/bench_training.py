@@ -3,10 +3,10 @@ unrolled horizon, naive (every step taped) vs checkpointed (`solvers.solve`'s ne
 `jax.checkpoint`, the default of `neuroscale train`).
 
 One training step is what `neuroscale train` compiles for a member
-(`hybrid._train.rollout_loss`: a batch of windows, each a `horizon`-save hybrid rollout
-against its target, plus the physics terms), its gradient and an Adam update, vmapped
-over the ensemble's members. The configuration is the run's default for the system
-(`hybrid._config.default_config`): closure, width, depth, batch size, members,
+(`hybrid.training.rollout_loss`: a batch of windows, each a `horizon`-save hybrid
+rollout against its target), its gradient and an Adam update, vmapped over the
+ensemble's members. The configuration is the task's default (`neuroscale.build_config`
+of the task class): closure, width, depth, batch size, members,
 `coarse_n`, `dt`, `save_dt`; the data are random smooth coarse states with random
 forcings (the cost of a step does not depend on their values).
 
@@ -27,9 +27,8 @@ import jax.random as jr
 import optax
 from _common import header, parse_timing_args, table, time_interleaved, timing_parser
 
-from hybrid._config import build_config
-from hybrid._task import make_task
-from hybrid._train import rollout_loss
+from hybrid.training import Windows, rollout_loss
+from neuroscale import build_config, task_class
 
 
 def _data(task, cfg, n_traj: int, n_t: int):
@@ -40,17 +39,18 @@ def _data(task, cfg, n_traj: int, n_t: int):
     phase = jnp.linspace(0.0, 1.0, n_t).reshape((1, n_t) + (1,) * (y0.ndim - 1))
     ys = y0[:, None] * jnp.cos(phase)
     ts = jnp.arange(n_t) * cfg.save_dt
-    return ys.astype(jnp.float32), ts.astype(jnp.float32), physics
+    return Windows(ys.astype(jnp.float32), ts.astype(jnp.float32), None, physics, cfg.save_dt)
 
 
 def _step_fn(task, cfg, static, optimizer, horizon: int, levels):
     def member(params, opt_state, key, data):
-        ys, ts, physics = data
+        scale = jnp.mean(data.ys**2)
 
         def loss_fn(p):
-            mse, phys = rollout_loss(task, cfg, eqx.combine(p, static), ys, ts, physics, key,
-                                     horizon, checkpoint_levels=levels)
-            return mse + cfg.physics_weight * phys
+            mse, _ = rollout_loss(eqx.combine(p, static), None, data, key=key,
+                                  horizon=horizon, batch_size=cfg.batch_size, dt=cfg.dt,
+                                  mode=cfg.mode, scale=scale, checkpoint_levels=levels)
+            return mse
 
         loss, grads = jax.value_and_grad(loss_fn)(params)
         updates, opt_state = optimizer.update(grads, opt_state, params)
@@ -64,8 +64,9 @@ def _step_fn(task, cfg, static, optimizer, horizon: int, levels):
 
 
 def bench(system: str, horizons, args) -> list[dict]:
-    cfg = build_config(system)
-    task = make_task(cfg)
+    cls = task_class(system)
+    task = cls(build_config(cls))
+    cfg = task.cfg
     m = cfg.members
     closures = [task.make_closure(k) for k in jr.split(jr.PRNGKey(1), m)]
     params = jax.tree.map(lambda *x: jnp.stack(x),
@@ -108,7 +109,7 @@ def main():
     print()
     print(header(("jax", "jaxlib", "diffrax", "equinox", "optax")))
     print()
-    print(f"_{cfg.system}: closure {cfg.closure} (width {cfg.width}, depth {cfg.depth}, "
+    print(f"_{cfg.task}: closure {cfg.closure} (width {cfg.width}, depth {cfg.depth}, "
           f"{cfg.mode}), {cfg.members} members x batch {cfg.batch_size}, coarse_n "
           f"{cfg.coarse_n}, dt {cfg.dt}, save_dt {cfg.save_dt}; float32; steps/s: median "
           f"CPU time of {args.repeats} interleaved repeats_")

@@ -7,7 +7,7 @@ def _fmt(x, spec: str = ".3g") -> str:
 
 
 def print_metrics(metrics: dict, seconds: float) -> None:
-    """The key numbers of an evaluated run (`hybrid._evaluate.evaluate`'s metrics)."""
+    """The key numbers of an evaluated run (`neuroscale.evaluate_run`'s metrics)."""
     h, b = metrics["hybrid"], metrics["baseline"]
     print(f"\n{metrics['system']}: coarse_n={metrics['coarse_n']} from fine_n={metrics['fine_n']}, "
           f"{metrics['members']} members, {metrics['n_test']} held-out trajectories")
@@ -37,9 +37,7 @@ def run_example(system: str, doc: str, small: dict, quick: dict,
     import time
     from pathlib import Path
 
-    from hybrid._config import build_config
-    from hybrid._evaluate import evaluate
-    from hybrid._train import train
+    from neuroscale import build_config, evaluate_run, task_class, train_run
 
     parser = argparse.ArgumentParser(description=doc.splitlines()[0])
     parser.add_argument("--out", default=f"out/examples/{system.replace('-', '_')}",
@@ -48,12 +46,13 @@ def run_example(system: str, doc: str, small: dict, quick: dict,
     parser.add_argument("--set", dest="sets", action="append", default=[],
                         metavar="KEY=VALUE", help="override a configuration key")
     args = parser.parse_args(argv)
-    cfg = build_config(system, overrides=quick if args.quick else small, sets=args.sets)
+    cls = task_class(system)
+    task = cls(build_config(cls, overrides=quick if args.quick else small, sets=args.sets))
     out = Path(args.out)
     t0 = time.perf_counter()
     # A folder from an earlier run with the same configuration is resumed (or reused).
-    train(cfg, out, resume=(out / "config.json").exists(), progress=not args.quick)
-    metrics = evaluate(out, progress=not args.quick)
+    train_run(task, out, resume=(out / "config.json").exists(), progress=not args.quick)
+    metrics = evaluate_run(out, progress=not args.quick)
     print_metrics(metrics, time.perf_counter() - t0)
     print(f"  report: {out / 'report.md'}")
     return metrics

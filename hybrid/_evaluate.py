@@ -1,185 +1,135 @@
-"""A-posteriori evaluation on held-out trajectories: the hybrid ensemble against the
-no-closure coarse solver and the plain solver at 2x, 4x, 8x the resolution."""
+"""`evaluate`: a-posteriori scores of an ensemble on held-out trajectories."""
 
-import json
-import time
-from pathlib import Path
 from typing import Any
 
 import equinox as eqx
 import jax.numpy as jnp
 import numpy as np
+from jaxtyping import PRNGKeyArray
 
 import solvers
 
-from . import _metrics as M
-from ._calibration import inflate_spread
-from ._config import Config
-from ._data import test_data
-from ._ensemble import Ensemble
-from ._task import AbstractTask, make_task
-from ._train import load_ensemble
-from ._uq import ensemble_rollouts, load_uncertainty
-
-
-def _rollouts(physics_b, y0_b, ts_rel, t0, dt, **kw):
-    """Solve a batch of (system, y0) pairs: `[B, T, *state]` and blow-up indices."""
-
-    def one(system, y0):
-        sol = solvers.solve(system, y0, ts_rel, dt=dt, t_offset=t0, throw=False, **kw)
-        return sol.ys, sol.blowup_index
-
-    return eqx.filter_jit(eqx.filter_vmap(one))(physics_b, y0_b)
-
-
-def _ensemble_rollouts(ens: Ensemble, physics_b, y0_b, ts_rel, t0, dt, task, *, noise=None,
-                       key=None):
-    """`[M, B, T, *state]` and blow-up indices `[M, B]`: every member (MC-dropout
-    masks and noise paths drawn per member and trajectory) from every initial state;
-    deterministic unless the fitted stochastic term `noise` is given."""
-    return ensemble_rollouts(task.cfg, task, ens.members, physics_b, y0_b, ts_rel, t0,
-                             noise=noise, key=key, dt=dt)
-
-
-def _uq_block(ens_ys, ref) -> dict[str, Any]:
-    """The `uq` scores of an ensemble `[M, B, T, *state]`, lead times after the
-    shared initial state. `coverage90`/`coverage50` are the unbiased (PIT) estimates
-    of the fraction of reference values inside the ensemble's central 90%/50%
-    interval; the plain count between order statistics, biased low by about
-    (M-1)/(M+1) for M members (0.56 instead of 0.9 for a calibrated 4-member
-    ensemble), is kept as `coverage90_interval`."""
-    s = {k: float(v) for k, v in M.uq_summary(ens_ys, ref, skip_initial=True).items()}
-    out = {
-        "crps": s["crps"],
-        "spread_skill": s["spread_skill"],
-        "coverage90": s["coverage90_pit"],
-        "coverage50": s["coverage50_pit"],
-        "coverage90_interval": s["coverage90"],
-        "coverage50_interval": s["coverage50"],
-        "nll": s["nll"],
-        "ensemble_mean_rmse": float(M.rmse(jnp.mean(ens_ys[:, :, 1:], axis=0), ref[:, 1:])),
-        "member_rmse": float(np.mean([M.rmse(e[:, 1:], ref[:, 1:]) for e in ens_ys])),
-    }
-    spread_t = M.spread_skill(ens_ys, ref, over_time=True)
-    out["spread_skill_over_time"] = [float(x) for x in np.asarray(spread_t)]
-    return out
-
-
-def held_out(task: Any, cfg: Config, out: Path, *, progress: bool = True):
-    """The held-out test set over `eval_horizon` saves, as every score of a run uses it.
-
-    **Returns:** `(ys_fine, ts_rel, t0, fine, ref, coarse)`: the fine trajectories
-    `[B, T, *fine_state]`, the save times from 0, the first save time, the stacked fine
-    physics, the reference filtered to `coarse_n` `[B, T, *state]` and the stacked
-    coarse physics.
-    """
-    ys_fine, ts_abs, fine = test_data(task, out, cfg.eval_horizon * cfg.save_dt,
-                                      progress=progress)
-    ys_fine = ys_fine[:, : cfg.eval_horizon + 1]
-    ts_abs = ts_abs[: cfg.eval_horizon + 1]
-    ts_rel = np.asarray(ts_abs - ts_abs[0], np.float64)
-    ref = task.coarse_grain(ys_fine, cfg.coarse_n)
-    coarse = eqx.filter_vmap(lambda f: task.coarse_physics(f, cfg.coarse_n))(fine)
-    return ys_fine, ts_rel, ts_abs[0], fine, ref, coarse
+from . import _checks
+from . import metrics as M
+from ._ensemble import Ensemble, check_batched
+from ._keys import stream
+from .data import Trajectories
 
 
 def _summary(pred, ref, ts) -> dict[str, float]:
-    return {
-        "rmse": float(M.rmse(pred, ref)),
-        "corr_time": float(M.corr_time(pred, ref, ts)),
-    }
+    return {"rmse": float(M.rmse(pred, ref)), "corr_time": float(M.corr_time(pred, ref, ts))}
 
 
-def _stability(task: AbstractTask, cfg: Config, ens, physics_b, y0_b, t0, ref_energy,
-               reference=None):
-    """Rollouts `stability_factor` x the training horizon (`hybrid.stability` through
-    `_stability.run_stability`): blow-up (NaN/Inf, or energy above 10x `ref_energy`)
-    at the exact step, energy and enstrophy drift, spectrum departure and, against the
-    `reference` trajectories `[B, T, *state]` when given, corr_time.
+def uq_block(ens_ys, ref) -> dict[str, Any]:
+    """The probabilistic scores of an ensemble forecast `[M, B, T, *state]` against
+    `ref` `[B, T, *state]` over the lead times after the shared initial state:
+    `crps`, `spread_skill`, `coverage90` and `coverage50` (the predictive interval,
+    `metrics.coverage`), `pit_coverage90` / `pit_coverage50`, `nll`, the rmse of the
+    ensemble mean and of single members, and the spread–skill ratio per lead time."""
+    ens, r = ens_ys[:, :, 1:], ref[:, 1:]
+    if ens.shape[0] < 2:
+        # one member: its CRPS is its mean absolute error; no spread to score
+        return {"crps": float(M.crps(ens, r, fair=False)), "spread_skill": None,
+                "coverage90": None, "coverage50": None, "pit_coverage90": None,
+                "pit_coverage50": None, "nll": None,
+                "ensemble_mean_rmse": float(M.rmse(ens[0], r)),
+                "member_rmse": float(M.rmse(ens[0], r)), "spread_skill_over_time": None}
+    out = dict(M.uq_summary(ens, r))
+    out["ensemble_mean_rmse"] = float(M.rmse(jnp.mean(ens, axis=0), r))
+    out["member_rmse"] = float(np.mean([float(M.rmse(e, r)) for e in ens]))
+    out["spread_skill_over_time"] = [
+        float(x) for x in np.asarray(M.spread_skill(ens_ys, ref, over_time=True))]
+    return out
 
-    **Returns:** the `stability` block of `metrics.json` (`StabilityReport.to_dict`):
-    `stable`, `horizon_steps`, `blowup_step`, `energy_bound`, `max_energy`,
-    `energy_drift`, and the richer diagnostics."""
-    from ._stability import run_stability
 
-    report = run_stability(task, cfg, ens, physics_b, y0_b, t0, ref_energy,
-                           reference=reference)
-    return report.to_dict()
+@eqx.filter_jit
+def _physics_rollouts(physics, y0s, ts, dt, t0s, args, batched):
+    def one(p, y0, t0, a):
+        sol = solvers.solve(p, y0, np.asarray(ts), dt=dt, t_offset=t0, throw=False, args=a)
+        return sol.ys, sol.blowup_index
+
+    in_axes = (eqx.if_array(0) if batched else None, 0, 0,
+               None if args is None else eqx.if_array(0))
+    return eqx.filter_vmap(one, in_axes=in_axes)(physics, y0s, t0s, args)
 
 
-def evaluate(out: str | Path, *, progress: bool = True, figures: bool = True) -> dict[str, Any]:
-    """Evaluate the run in `out` a posteriori and write `out/metrics.json` (API.md),
-    figures, and `out/report.md`. **Returns:** the metrics dict."""
-    out = Path(out)
-    cfg, ens = load_ensemble(out)
-    task = make_task(cfg)
-    t_start = time.perf_counter()
-    ys_fine, ts_rel, t0, fine, ref, coarse = held_out(task, cfg, out, progress=progress)
-    y0 = ref[:, 0]
+def physics_rollouts(physics, test: Trajectories, *, dt: float):
+    """The physics alone (no closure) from every initial state of `test`, with each
+    trajectory's own physics and args when `test` carries them: `(ys [B, T, *state],
+    blowup_index [B])`."""
+    batched = test.physics is not None
+    phys = test.physics if batched else physics
+    ts = tuple(float(t) for t in np.asarray(test.ts - test.ts[0]))
+    t0s = jnp.broadcast_to(test.ts[0], (len(test),))
+    return _physics_rollouts(phys, test.ys[:, 0], ts, float(dt), t0s, test.args, batched)
 
-    ens_ys, ens_blow = _ensemble_rollouts(ens, coarse, y0, ts_rel, t0, cfg.dt, task)
-    hyb_mean = jnp.mean(ens_ys, axis=0)
-    base_ys, base_blow = _rollouts(coarse, y0, ts_rel, t0, cfg.dt)
+
+def evaluate(
+    ensemble: Ensemble,
+    test: Trajectories,
+    *,
+    dt: float,
+    key: PRNGKeyArray,
+    return_rollouts: bool = False,
+) -> dict[str, Any] | tuple[dict[str, Any], dict[str, Any]]:
+    r"""A-posteriori scores of `ensemble` on held-out trajectories: every member and
+    the physics alone rolled out from each `test.ys[:, 0]` over all of `test.ts`.
+
+    **Returns:** a dict with the blocks of `metrics.json`:
+
+    - `hybrid`: `rmse` and `corr_time` (time until the pattern correlation with the
+      reference drops below 0.95) of the ensemble mean of the deterministic members;
+      `member_rmse`, `member_corr_time` (the average over single members: what one
+      network costs and achieves); `blowups`.
+    - `baseline`: the same for the physics alone (no closure).
+    - `uq`: the probabilistic forecast as `ensemble.rollout` makes it (stochastic term
+      with its own noise path per member and trajectory, spread inflation): `crps`,
+      `spread_skill`, `coverage90`, ... (`uq_block`).
+    - `uq_members_only`: the same scores of the deterministic members alone.
+
+    `return_rollouts=True` also returns the rollouts (`members`, `forecast`
+    `[M, B, T, *state]`, `baseline` `[B, T, *state]`, `reference`, `ts`) for figures.
+    """
+    if not isinstance(ensemble, Ensemble):
+        raise ValueError(f"`ensemble` must be a hybrid.Ensemble, got {type(ensemble).__name__}.")
+    if not isinstance(test, Trajectories):
+        raise ValueError(f"`test` must be hybrid.Trajectories, got {type(test).__name__}.")
+    dt = _checks.positive_float(dt, "dt")
+    key = _checks.prng_key(key)
+    if test.physics is not None:
+        check_batched(test.physics, len(test), "test.physics")
+    ref = test.ys
+    ts_rel = np.asarray(test.ts - test.ts[0], np.float64)
+    common = dict(dt=dt, args=test.args, physics=test.physics, t0=test.ts[0])
+    members = ensemble.solve_batch(ref[:, 0], ts_rel, key=None, stochastic=False,
+                                   calibrated=False, **common)
+    forecast = ensemble.solve_batch(ref[:, 0], ts_rel, key=stream(key, "test_rollouts"),
+                                    **common).ys
+    base_ys, base_blow = physics_rollouts(ensemble.physics, test, dt=dt)
+    ens_ys = members.ys
+    hybrid = _summary(jnp.mean(ens_ys, axis=0), ref, ts_rel)
+    singles = [_summary(e, ref, ts_rel) for e in ens_ys]
+    hybrid["member_rmse"] = float(np.mean([s["rmse"] for s in singles]))
+    hybrid["member_corr_time"] = float(np.mean([s["corr_time"] for s in singles]))
+    hybrid["blowups"] = int(jnp.sum(members.blowup_index >= 0))
+    baseline = _summary(base_ys, ref, ts_rel)
+    baseline["blowups"] = int(jnp.sum(base_blow >= 0))
     results: dict[str, Any] = {
-        "system": cfg.system,
-        "coarse_n": cfg.coarse_n,
-        "fine_n": cfg.fine_n,
-        "members": cfg.members,
-        "eval_horizon": cfg.eval_horizon,
+        "members": ensemble.size,
+        "n_test": len(test),
         "eval_time": float(ts_rel[-1]),
-        "n_test": int(ref.shape[0]),
-        "hybrid": _summary(hyb_mean, ref, ts_rel),
-        "baseline": _summary(base_ys, ref, ts_rel),
+        "hybrid": hybrid,
+        "baseline": baseline,
+        "uq": uq_block(forecast, ref),
+        "uq_members_only": uq_block(ens_ys, ref),
     }
-    results["hybrid"]["member_rmse"] = float(
-        np.mean([M.rmse(ens_ys[m], ref) for m in range(ens_ys.shape[0])])
+    results["uq"].update(
+        method=ensemble.method,
+        stochastic_closure=None if ensemble.noise is None else type(ensemble.noise).__name__,
+        inflation=1.0 if ensemble.inflation is None else float(ensemble.inflation),
     )
-    results["hybrid"]["blowups"] = int(jnp.sum(ens_blow >= 0))
-    results["baseline"]["blowups"] = int(jnp.sum(base_blow >= 0))
-
-    curves = {"hybrid (ensemble mean)": M.rmse_over_time(hyb_mean, ref),
-              "coarse, no closure": M.rmse_over_time(base_ys, ref)}
-    finer: dict[str, Any] = {}
-    for factor in (2, 4, 8):
-        n = cfg.coarse_n * factor
-        if n > cfg.fine_n or task.ndim == 0:
-            continue
-        phys_n = eqx.filter_vmap(lambda f, n=n: task.coarse_physics(f, n))(fine)
-        y0_n = task.coarse_grain(ys_fine[:, 0], n)
-        dt_n = cfg.dt / factor
-        ys_n, blow_n = _rollouts(phys_n, y0_n, ts_rel, t0, dt_n)
-        ys_n = task.coarse_grain(ys_n, cfg.coarse_n)
-        finer[f"{factor}x"] = {"n": n, **_summary(ys_n, ref, ts_rel),
-                               "blowups": int(jnp.sum(blow_n >= 0))}
-        curves[f"plain solver {factor}x (n={n})"] = M.rmse_over_time(ys_n, ref)
-    results["finer"] = finer
-    matched = [int(k[:-1]) for k, v in finer.items() if v["rmse"] >= results["hybrid"]["rmse"]]
-    results["equivalent_resolution_factor"] = max(matched) if matched else 1
-    results["rmse_ratio_vs_baseline"] = results["hybrid"]["rmse"] / results["baseline"]["rmse"]
-
-    # The probabilistic forecast: the members with the fitted stochastic term, their
-    # spread scaled by the inflation fitted on the validation set (uq.json).
-    noise, alpha = load_uncertainty(out, cfg, task.ndim)
-    prob_ys = ens_ys
-    if noise is not None:
-        prob_ys, _ = _ensemble_rollouts(ens, coarse, y0, ts_rel, t0, cfg.dt, task, noise=noise)
-    calibrated = inflate_spread(prob_ys, alpha) if alpha != 1.0 else prob_ys
-    results["uq"] = _uq_block(calibrated, ref)
-    results["uq"].update(stochastic_closure=cfg.stochastic_closure, inflation=alpha,
-                         ensemble=cfg.ensemble)
-    results["uq_uncalibrated"] = _uq_block(prob_ys, ref)
-    results["uq_members_only"] = _uq_block(ens_ys, ref)
-
-    train_energy = float(jnp.max(task.energy(ref)))
-    results["stability"] = _stability(task, cfg, ens, coarse, y0, t0, train_energy,
-                                        reference=ref)
-    results["eval_seconds"] = time.perf_counter() - t_start
-    (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
-    if figures:
-        from ._report import write_report
-        from ._uq_figures import write_uq_figures
-
-        extra = write_uq_figures(out, np.asarray(calibrated), np.asarray(ref), ts_rel)
-        write_report(out, cfg, task, results, ts_rel, ref, ens_ys, base_ys, curves,
-                     extra_figures=extra)
-    return results
+    if not return_rollouts:
+        return results
+    rollouts = {"members": ens_ys, "forecast": forecast, "baseline": base_ys,
+                "reference": ref, "ts": ts_rel}
+    return results, rollouts

@@ -5,10 +5,31 @@ from typing import Any, ClassVar, Literal
 
 import diffrax
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PyTree
 
 import solvers
+
+
+def _closure_name(closure) -> str:
+    return getattr(closure, "__name__", None) or type(closure).__name__
+
+
+def call_closure(closure: Callable, t, y, args):
+    """`closure(t, y, args)`, checked at trace time: a closure must return a tendency of
+    the state's structure and shape, else a `ValueError` naming the closure (rather than
+    a shape error deep inside the solver's Fourier transforms)."""
+    dy = closure(t, y, args)
+    want = jax.tree.map(jnp.shape, y)
+    got = jax.tree.map(jnp.shape, dy) if dy is not None else None
+    if jax.tree.structure(dy) != jax.tree.structure(y) or got != want:
+        raise ValueError(
+            f"the closure {_closure_name(closure)} returned {got if got is not None else dy!r} "
+            f"for a state of shape {want}: a closure `(t, y, args) -> dy` must return a "
+            "tendency of the state's shape."
+        )
+    return dy
 
 
 class _ClosureTendency(eqx.Module):
@@ -18,7 +39,7 @@ class _ClosureTendency(eqx.Module):
 
     def __call__(self, t, z, args):
         y = self.system.from_internal(z)
-        return self.system.to_internal(self.closure(t, y, args))
+        return self.system.to_internal(call_closure(self.closure, t, y, args))
 
 
 class _NonlinearPlusClosure(eqx.Module):
@@ -121,7 +142,7 @@ class Hybrid(solvers.AbstractSystem):
     def vector_field(self, t, y, args):
         dy = self.physics.vector_field(t, y, args)
         if self.mode == "tendency":
-            dy = dy + self.closure(t, y, args)
+            dy = dy + call_closure(self.closure, t, y, args)
         return dy
 
     def to_internal(self, y):

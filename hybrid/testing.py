@@ -17,7 +17,7 @@ from jaxtyping import ArrayLike, Float
 
 import solvers
 
-from ._stability import StabilityReport, stability
+from .stability_tests import StabilityReport, stability
 
 __all__ = ["assert_stable"]
 

@@ -6,14 +6,13 @@ from ._burgers import Burgers1D as Burgers1D
 from ._burgers_forcing import BurgersForcing as BurgersForcing
 from ._burgers_forcing import random_smooth_field as random_smooth_field
 from ._crank_nicolson_rk4 import CrankNicolsonRK4 as CrankNicolsonRK4
-from ._dataset import Dataset as Dataset
-from ._dataset import generate_dataset as generate_dataset
-from ._dataset import load_dataset as load_dataset
 from ._etdrk4 import ETDRK4 as ETDRK4
+from ._etdrk4 import with_fixed_step as with_fixed_step
 from ._frequencies import gaussian_frequencies as gaussian_frequencies
 from ._frequencies import lorentzian_frequencies as lorentzian_frequencies
 from ._frequencies import wrapped_cauchy_phases as wrapped_cauchy_phases
 from ._kuramoto import Kuramoto as Kuramoto
+from ._kuramoto import coupling_value as coupling_value
 from ._navier_stokes import NavierStokes2D as NavierStokes2D
 from ._navier_stokes import random_vorticity as random_vorticity
 from ._ns_diagnostics import energy as energy

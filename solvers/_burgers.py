@@ -3,12 +3,10 @@
 from collections.abc import Callable
 from typing import Any
 
-import diffrax
 import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, Complex, Float
 
-from ._etdrk4 import ETDRK4
 from ._system import AbstractSpectralSystem
 from ._validation import check_positive, check_positive_int
 
@@ -88,6 +86,3 @@ class Burgers1D(AbstractSpectralSystem):
             f = self.forcing(t, self.grid.astype(u.dtype))
             out = out + jnp.fft.rfft(jnp.asarray(f, u.dtype))
         return out
-
-    def default_solver(self) -> diffrax.AbstractSolver:
-        return ETDRK4()

@@ -8,6 +8,7 @@ import equinox as eqx
 import jax.numpy as jnp
 from jaxtyping import Array, ArrayLike, PyTree
 
+from ._etdrk4 import ETDRK4
 from ._term import SemiLinearTerm, operator_in_precision
 
 
@@ -112,6 +113,11 @@ class AbstractSpectralSystem(AbstractSystem):
 
     def terms(self) -> SemiLinearTerm:
         return SemiLinearTerm(self.linear_operator, self.nonlinear)
+
+    def default_solver(self) -> diffrax.AbstractSolver:
+        """`ETDRK4`: the stiff linear part exactly, the nonlinear part to fourth order
+        (override for another split solver, e.g. `CrankNicolsonRK4`)."""
+        return ETDRK4()
 
     def vector_field(self, t: ArrayLike, y: Array, args: Any) -> Array:
         z = self.to_internal(y)

@@ -15,10 +15,10 @@ import pytest
 
 import solvers
 from hybrid import Hybrid
-from hybrid import _bayes as B
-from hybrid import _calibration as C
-from hybrid import _metrics as M
-from hybrid import _stochastic as S
+from hybrid import metrics as M
+from hybrid import uq as B
+from hybrid import uq as C
+from hybrid import uq as S
 from hybrid.closures import StencilClosure
 
 # --- the linear-Gaussian toy problem ---------------------------------------------------

@@ -5,7 +5,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hybrid import _coarse_grain as cg
+from hybrid import coarse_graining as cg
 
 
 def test_band_limited_field_is_sampled_exactly():

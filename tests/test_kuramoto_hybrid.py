@@ -11,9 +11,8 @@ import pytest
 
 import solvers
 from hybrid import Hybrid
-from hybrid._config import build_config
-from hybrid._task import make_task
 from hybrid.closures import ClusterContext, GraphAttentionClosure, make_closure
+from neuroscale import build_config, task_class
 
 OA = solvers.OttAntonsenNetwork
 
@@ -171,7 +170,14 @@ def _cfg(**kw):
     sets = dict(fine_n=1200, coarse_n=8, clustering="geometric", avg_degree=8.0, width=16,
                 heads=2, depth=1)
     sets.update(kw)
-    return build_config("kuramoto", sets=[f"{k}={v}" for k, v in sets.items()])
+    return build_config(KURAMOTO, sets=[f"{k}={v}" for k, v in sets.items()])
+
+
+KURAMOTO = task_class("kuramoto")
+
+
+def make_task(cfg):
+    return KURAMOTO(cfg)
 
 
 def test_task_pieces_fit_together():
@@ -204,13 +210,13 @@ def test_task_pieces_fit_together():
 
 def test_config_checks_for_kuramoto():
     with pytest.raises(ValueError, match=r"`heads` \(3\) must divide `width` \(32\)"):
-        build_config("kuramoto", sets=["heads=3"])
-    with pytest.raises(ValueError, match="`clustering` must be one of"):
-        build_config("kuramoto", sets=["clustering=louvain"])
-    with pytest.raises(ValueError, match="`frequencies` must be one of"):
-        build_config("kuramoto", sets=["frequencies=uniform"])
-    with pytest.raises(ValueError, match="`avg_degree` .* must be below `fine_n` - 1"):
-        build_config("kuramoto", sets=["fine_n=8", "coarse_n=4", "avg_degree=7.5"])
+        build_config(KURAMOTO, sets=["heads=3"])
+    with pytest.raises(ValueError, match="`clustering` must be 'spectral' or 'geometric'"):
+        build_config(KURAMOTO, sets=["clustering=louvain"])
+    with pytest.raises(ValueError, match="`frequencies` must be 'gaussian' or 'lorentzian'"):
+        build_config(KURAMOTO, sets=["frequencies=uniform"])
+    with pytest.raises(ValueError, match=r"`avg_degree` .* must be in \(0, `fine_n` - 1\)"):
+        build_config(KURAMOTO, sets=["fine_n=8", "coarse_n=4", "avg_degree=7.5"])
 
 
 def _trajectories(task, keys, ts):
@@ -283,13 +289,12 @@ def test_pipeline_trains_and_evaluates_kuramoto(tmp_path):
     # `neuroscale train kuramoto` then `evaluate(..., figures=False)`, tiny: the
     # generic pipeline runs the cluster task end to end (closure args, ndim 0, the
     # 100x-horizon stability rollouts).
-    from hybrid._evaluate import evaluate
-    from hybrid._train import train
+    from neuroscale import evaluate_run, train_run
 
     cfg = _cfg(train_steps=3, n_train=2, n_test=2, n_val=2, members=2, curriculum=False,
                horizon=4, eval_horizon=20, t_train=4.0)
-    train(cfg, tmp_path, progress=False)
-    metrics = evaluate(tmp_path, progress=False, figures=False)
+    train_run(make_task(cfg), tmp_path, progress=False)
+    metrics = evaluate_run(tmp_path, progress=False, figures=False)
     assert metrics["system"] == "kuramoto" and metrics["coarse_n"] == 8
     assert np.isfinite(metrics["hybrid"]["rmse"]) and np.isfinite(metrics["baseline"]["rmse"])
     assert metrics["stability"]["horizon_steps"] == 100 * 4

@@ -8,7 +8,7 @@ import jax.numpy as jnp
 import numpy as np
 import pytest
 
-from hybrid import _metrics as M
+from hybrid import metrics as M
 
 SQRT_PI = math.sqrt(math.pi)
 
@@ -177,24 +177,51 @@ def test_spread_skill_calibrated_large_ensemble():
     ens = rng.normal(size=(100, 4000))
     ref = rng.normal(size=4000)
     assert float(M.spread_skill(ens, ref)) == pytest.approx(1.0, abs=0.03)
-    # members with half the spread: ratio -> 0.5 (exactly sqrt(1.01/4 / (1 + 1/400)) = 0.502)
+    # members with half the spread: the ratio is the spread factor, 0.5
     assert float(M.spread_skill(0.5 * ens, ref)) == pytest.approx(0.5, abs=0.02)
+
+
+@pytest.mark.parametrize("m", [2, 4, 8])
+@pytest.mark.parametrize("factor", [0.5, 1.0, 2.0])
+def test_spread_skill_reads_the_spread_factor_for_any_member_count(m, factor):
+    # Members drawn with `factor` times the spread of the truth's distribution: the
+    # unbiased ratio estimates `factor` itself (issue 11: the Fortin-style ratio read
+    # 1.58 for factor 2 and 0.54 for factor 0.5 at M = 4, pulled towards 1).
+    rng = np.random.default_rng(5 + m)
+    centre = rng.normal(size=(200, 500))  # the predictable part, shared
+    ens = centre + factor * rng.normal(size=(m, 200, 500))
+    ref = centre + rng.normal(size=(200, 500))
+    got = float(M.spread_skill(ens, ref))
+    assert got == pytest.approx(factor, rel=0.03), (m, factor, got)
+    # the old ratio sqrt((M+1)/M var / err^2) is biased towards 1 when mis-dispersed
+    var = np.var(ens, axis=0, ddof=1).mean()
+    err2 = ((ens.mean(0) - ref) ** 2).mean()
+    fortin = math.sqrt((m + 1) / m * var / err2)
+    expected_fortin = math.sqrt((m + 1) / m * factor**2 / (1 + factor**2 / m))
+    assert fortin == pytest.approx(expected_fortin, rel=0.03)
+    if factor != 1.0:
+        assert abs(math.log(got / factor)) < abs(math.log(fortin / factor))
 
 
 def test_spread_skill_small_ensemble_unbiased():
     rng = np.random.default_rng(5)
     m = 4
-    ratios, uncorrected = [], []
+    ratios = []
     for _ in range(200):
         ens = rng.normal(size=(m, 500))
         ref = rng.normal(size=500)
         ratios.append(float(M.spread_skill(ens, ref)))
-        spread = np.sqrt(np.var(ens, axis=0, ddof=1).mean())
-        uncorrected.append(spread / np.sqrt(((ens.mean(0) - ref) ** 2).mean()))
-    # mean over 200 repetitions of 500 points: standard error ~ 0.2%
+    # mean over 200 repetitions of 500 points: standard error ~ 0.3%
     assert np.mean(ratios) == pytest.approx(1.0, abs=0.02)
-    # without (M+1)/M a calibrated 4-member ensemble looks over-confident: sqrt(4/5) = 0.894
-    assert np.mean(uncorrected) == pytest.approx(math.sqrt(m / (m + 1)), abs=0.02)
+
+
+def test_spread_skill_limits():
+    # no spread and no error (a shared initial state): undefined; spread but an
+    # error estimate <= 0 (far over-dispersed on few points): inf
+    x = np.ones((4, 10))
+    assert np.isnan(float(M.spread_skill(x, np.ones(10))))
+    ens = np.array([[-10.0, 10.0], [10.0, -10.0], [0.0, 0.0]])  # mean 0 = truth
+    assert float(M.spread_skill(ens, np.zeros(2))) == np.inf
 
 
 def test_spread_skill_over_time():
@@ -207,11 +234,12 @@ def test_spread_skill_over_time():
     assert ssr.shape == (t,)
     assert np.isnan(ssr[0])  # zero error at the shared initial state
     np.testing.assert_allclose(ssr[1:], 1.0, atol=0.08)
-    # both halves: spread sqrt((M+1)/M) s(t), error of the mean sqrt(1 + 1/M) s(t)
+    # both halves estimate the members' std s(t) and the error of an infinite
+    # ensemble's mean, also s(t) here
     spread, error = M.spread_and_error(ens, ref, over_time=True)
     s = scale.ravel()[1:]
-    np.testing.assert_allclose(spread[1:] / s, math.sqrt((m + 1) / m), rtol=0.03)
-    np.testing.assert_allclose(error[1:] / s, math.sqrt(1 + 1 / m), rtol=0.08)
+    np.testing.assert_allclose(spread[1:] / s, 1.0, rtol=0.03)
+    np.testing.assert_allclose(error[1:] / s, 1.0, rtol=0.08)
     # members last, [B, T, n, M]: the same numbers
     ssr_last = M.spread_skill(np.moveaxis(ens, 0, -1), ref, member_axis=-1, over_time=True)
     np.testing.assert_allclose(ssr_last, ssr, rtol=1e-12)
@@ -220,15 +248,53 @@ def test_spread_skill_over_time():
 # --- coverage -----------------------------------------------------------------------------
 
 
-def test_coverage_hand_case():
+def test_coverage_interval_hand_case():
     ens = np.broadcast_to(np.arange(11.0)[:, None], (11, 5))  # quantiles q_p = 10 p
     ref = np.array([0.4, 0.5, 5.0, 9.5, 9.6])
     # 90% interval [0.5, 9.5] (inclusive): 3 of 5 inside
-    assert float(M.coverage(ens, ref, 0.9)) == pytest.approx(0.6)
+    assert float(M.coverage(ens, ref, 0.9, method="interval")) == pytest.approx(0.6)
     # 50% interval [2.5, 7.5]: only 5.0
-    assert float(M.coverage(ens, ref, 0.5)) == pytest.approx(0.2)
+    assert float(M.coverage(ens, ref, 0.5, method="interval")) == pytest.approx(0.2)
     with pytest.raises(ValueError, match="`level` must be in"):
         M.coverage(ens, ref, 1.0)
+    with pytest.raises(ValueError, match="`method` must be"):
+        M.coverage(ens, ref, 0.9, method="weibull")
+
+
+def test_coverage_t_interval_hand_case():
+    # members 0, 1, 2, 3: mean 1.5, std sqrt(5/3); 90% half width
+    # t_3(0.95) * std * sqrt(1 + 1/4) = 2.3534 * 1.2910 * 1.1180 = 3.3967
+    ens = np.broadcast_to(np.arange(4.0)[:, None], (4, 4))
+    half = 2.3533634348018264 * math.sqrt(5 / 3) * math.sqrt(1.25)
+    ref = np.array([1.5 + half - 1e-9, 1.5 - half + 1e-9, 1.5 + half + 1e-6, np.nan])
+    assert float(M.coverage(ens, ref, 0.9)) == pytest.approx(0.5)
+    assert M.predictive_quantile(4, 0.9) == pytest.approx(2.3533634348018264, rel=1e-12)
+
+
+@pytest.mark.parametrize("m", [4, 8, 32])
+def test_coverage_separates_calibrated_from_under_dispersed(m):
+    # The acceptance numbers of issue 11: a calibrated ensemble covers [0.85, 0.95] of
+    # the 90% interval at any member count >= 4, a 10x under-dispersed one < 0.5.
+    rng = np.random.default_rng(20 + m)
+    p = 100_000
+    centre = rng.normal(size=p)
+    ens = centre + rng.normal(size=(m, p))
+    ref = centre + rng.normal(size=p)
+    calibrated = float(M.coverage(ens, ref, 0.9))
+    assert 0.85 <= calibrated <= 0.95 and calibrated == pytest.approx(0.9, abs=0.006)
+    narrow = centre + 0.1 * (ens - centre)
+    assert float(M.coverage(narrow, ref, 0.9)) < 0.5
+    # twice too wide: over-covers (0.966 at M = 4, where s itself is uncertain; 0.99+
+    # for many members)
+    wide = centre + 2.0 * (ens - centre)
+    assert float(M.coverage(wide, ref, 0.9)) > 0.95
+    # identical members (no spread at all) cover nothing
+    assert float(M.coverage(np.broadcast_to(centre, (m, p)), ref, 0.9)) == 0.0
+    # PIT coverage cannot tell: identical members of an ensemble of 4 still score 0.75
+    if m == 4:
+        same = float(M.coverage(np.broadcast_to(centre, (m, p)) + 1e-9 * np.arange(m)[:, None],
+                                ref, 0.9, method="pit"))
+        assert same == pytest.approx(0.75, abs=0.01)
 
 
 def _z(level):
@@ -249,7 +315,7 @@ def test_coverage_matches_gaussian_closed_form(level):
     # binomial standard error sqrt(l (1 - l) / 4000) <= 0.008; the quantiles of 400
     # members are within ~0.1 of the true ones (~0.01 in coverage)
     tol = 0.03
-    for method in ("interval", "pit"):
+    for method in ("t", "interval", "pit"):
         assert float(M.coverage(z, ref, level, method=method)) == pytest.approx(level, abs=tol)
     # forecast N(mu, s^2) against y ~ N(0, 1): covered iff |y - mu| <= z_l s, i.e.
     # P = Phi(mu + z_l s) - Phi(mu - z_l s)
@@ -271,9 +337,7 @@ def test_coverage_pit_hand_case_and_small_ensembles():
     # 50%: [0.25, 0.75]: rank 2: 1, ends: 0, tie of ranks 1 ([0.2, 0.4] -> 0.75) and 2
     assert float(M.coverage(ens, ref, 0.5, method="pit")) == pytest.approx(
         (1 + 0 + 0 + (0.75 + 1) / 2 + 0) / 5, rel=1e-12)
-    with pytest.raises(ValueError, match="`method` must be"):
-        M.coverage(ens, ref, 0.9, method="weibull")
-    # A calibrated 4-member ensemble: the PIT coverage is unbiased for any M, the
+    # A calibrated 4-member ensemble: PIT and t coverage are unbiased for any M, the
     # empirical 90% interval cannot exceed the members' range, (M-1)/(M+1) = 0.6.
     rng = np.random.default_rng(12)
     m, p = 4, 200_000
@@ -282,7 +346,8 @@ def test_coverage_pit_hand_case_and_small_ensembles():
     for level in (0.5, 0.9):
         # binomial-like standard error < 0.0012
         assert float(M.coverage(ens, ref, level, method="pit")) == pytest.approx(level, abs=0.005)
-    interval90 = float(M.coverage(ens, ref, 0.9))
+        assert float(M.coverage(ens, ref, level)) == pytest.approx(level, abs=0.005)
+    interval90 = float(M.coverage(ens, ref, 0.9, method="interval"))
     assert interval90 < (m - 1) / (m + 1)
     # as documented: about level (M-1)/(M+1) = 0.54 (measured 0.558)
     assert interval90 == pytest.approx(0.9 * (m - 1) / (m + 1), abs=0.03)
@@ -295,7 +360,7 @@ def test_coverage_blowup_counts_as_not_covered():
     ens = np.broadcast_to(np.arange(11.0)[:, None], (11, 4)).copy()
     ref = np.full(4, 5.0)
     ens[3, 0] = np.nan  # one member of point 0 blew up
-    for method in ("interval", "pit"):
+    for method in ("t", "interval", "pit"):
         assert float(M.coverage(ens, ref, 0.9, method=method)) == pytest.approx(0.75)
 
 
@@ -396,7 +461,7 @@ def test_uq_summary_keys_and_values():
     assert set(out) >= {"crps", "spread_skill", "coverage90", "coverage50", "nll"}
     assert all(type(v) is float and np.isfinite(v) for v in out.values())
     assert out["crps"] == pytest.approx(float(M.crps_fair(ens, ref)))
-    assert out["coverage90_pit"] == pytest.approx(
+    assert out["pit_coverage90"] == pytest.approx(
         float(M.coverage(ens, ref, 0.9, method="pit")))
     assert 0.0 <= out["coverage50"] <= out["coverage90"] <= 1.0
 

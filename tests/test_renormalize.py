@@ -7,7 +7,7 @@ import numpy as np
 import pytest
 
 import solvers
-from hybrid._renormalize import (
+from hybrid.coarse_graining import (
     GAUSSIAN_TO_LORENTZIAN,
     angular_clusters,
     cluster_coupling,

@@ -16,7 +16,7 @@ import jax.random as jr
 import numpy as np
 import pytest
 
-from hybrid import _sharding as H
+from hybrid import training as H
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -30,7 +30,7 @@ SCRIPT = textwrap.dedent(
     jax.config.update("jax_enable_x64", True)
     import solvers
     from hybrid import Ensemble, Hybrid
-    from hybrid import _sharding as H
+    from hybrid import training as H
     from hybrid.closures import StencilClosure
 
     def run(m, shard):

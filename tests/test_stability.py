@@ -20,7 +20,7 @@ import pytest
 
 import hybrid
 import solvers
-from hybrid import _metrics as M
+from hybrid import metrics as M
 from hybrid.testing import assert_stable
 
 N = 32
@@ -249,7 +249,13 @@ def test_cluster_moduli_departure_closed_form():
     system = Rotate(2.0, gamma)
     ref = jnp.broadcast_to(y0, (1, 4, 3, 2))
     dt = 0.025
-    report = hybrid.stability(system, y0[None], steps=160, dt=dt, save_every=20, reference=ref)
+    # a state [M, 2] of a system of one's own: its diagnostics are named, not guessed
+    # from the shape (a user's [n, 2] state need not hold cluster order parameters)
+    guessed = hybrid.stability(system, y0[None], steps=160, dt=dt, save_every=20,
+                               reference=ref)
+    assert guessed.diagnostics == "EnergyDiagnostics" and guessed.profile_name is None
+    report = hybrid.stability(system, y0[None], steps=160, dt=dt, save_every=20, reference=ref,
+                              diagnostics=hybrid.ClusterDiagnostics())
     assert report.profile_name == "order-parameter moduli"
     t_late = np.arange(100, 161, 20) * dt  # the saves with s > 80
     late = (r0[:, None] * np.exp(-np.asarray(gamma)[:, None] * t_late)).mean(axis=1)
@@ -315,7 +321,7 @@ def test_vorticity_diagnostics_follow_solvers():
 
 
 def test_default_diagnostics_by_system():
-    from hybrid._stability import default_diagnostics
+    from hybrid.stability_tests import default_diagnostics
 
     burgers = solvers.Burgers1D(16, 0.05, length=3.0)
     assert default_diagnostics(burgers, (16,)) == hybrid.Field1DDiagnostics(3.0)
@@ -326,6 +332,8 @@ def test_default_diagnostics_by_system():
     oa = solvers.OttAntonsenNetwork(jnp.zeros(3), jnp.ones(3), 1.0)
     assert isinstance(default_diagnostics(oa, (3, 2)), hybrid.ClusterDiagnostics)
     assert default_diagnostics(Heat(0.1, 8), (8,)) == hybrid.EnergyDiagnostics(1)
+    # by type, never by shape: a state [8, 2] of another system is just a state
+    assert default_diagnostics(Heat(0.1, 8), (8, 2)) == hybrid.EnergyDiagnostics(2)
 
 
 def test_metrics_block_is_json_with_the_api_keys():
@@ -475,42 +483,46 @@ TINY = [
 
 @pytest.fixture(scope="module")
 def untrained_run(tmp_path_factory):
-    """A run folder holding freshly initialised closures: what `load_ensemble` reads,
+    """A run folder holding freshly initialised closures: what `load_run` reads,
     without the cost of training."""
-    from hybrid._config import build_config
-    from hybrid._task import make_task
-    from hybrid._train import init_members
+    import jax.random as jr
 
-    cfg = build_config("burgers", sets=TINY)
+    from neuroscale import build_config, task_class
+    from neuroscale._run import template
+
+    cls = task_class("burgers")
+    task = cls(build_config(cls, sets=TINY))
     out = tmp_path_factory.mktemp("stability_run")
-    cfg.save(out / "config.json")
-    eqx.tree_serialise_leaves(out / "model.eqx", init_members(make_task(cfg), cfg))
-    return cfg, out
+    task.cfg.save(out / "config.json")
+    physics = task.coarse_physics(task.sample(jr.PRNGKey(0))[0], task.cfg.coarse_n)
+    hybrid.save(out / "model", template(task, physics))
+    return task.cfg, out
 
 
 def test_cli_stability_refuses_bad_input_before_work(tmp_path, capsys):
-    from hybrid._cli import main
-    from hybrid._config import build_config
+    from neuroscale import build_config, task_class
+    from neuroscale._cli import main
 
     assert main(["stability", str(tmp_path / "missing"), "--quiet"]) == 2
     assert "holds no run" in capsys.readouterr().err
-    build_config("burgers", sets=TINY).save(tmp_path / "config.json")
+    build_config(task_class("burgers"), sets=TINY).save(tmp_path / "config.json")
     assert main(["stability", str(tmp_path), "--quiet"]) == 2
-    assert "holds no trained model (model.eqx missing)" in capsys.readouterr().err
-    (tmp_path / "model.eqx").write_bytes(b"")
+    assert "holds no trained model (model/ missing)" in capsys.readouterr().err
+    (tmp_path / "model").mkdir()
+    (tmp_path / "model" / "ensemble.json").write_text("{}")
     assert main(["stability", str(tmp_path), "--factor", "0"]) == 2
     assert "`--factor` must be >= 1" in capsys.readouterr().err
     assert not (tmp_path / "metrics.json").exists()
 
 
 # The pipeline tests below cost about 10 s of JAX compilation each on an idle 2-core
-# machine (fine data, the coarse solver with the closure); evaluate's use of
-# `_stability` is also covered by tests/test_train.py in the default run.
+# machine (fine data, the coarse solver with the closure); evaluate's use of the
+# stability run is also covered by tests/test_train.py in the default run.
 
 
 @pytest.mark.slow
 def test_cli_stability_writes_the_block_and_figure(untrained_run, capsys):
-    from hybrid._cli import main
+    from neuroscale._cli import main
 
     cfg, out = untrained_run
     (out / "metrics.json").write_text(json.dumps({"system": "burgers", "hybrid": {"rmse": 1}}))
@@ -530,7 +542,7 @@ def test_cli_stability_writes_the_block_and_figure(untrained_run, capsys):
 
 @pytest.mark.slow
 def test_cli_stability_factor_and_fresh_metrics(untrained_run):
-    from hybrid._cli import main
+    from neuroscale._cli import main
 
     cfg, out = untrained_run
     (out / "metrics.json").unlink(missing_ok=True)
@@ -542,23 +554,16 @@ def test_cli_stability_factor_and_fresh_metrics(untrained_run):
 
 @pytest.mark.slow
 def test_evaluate_stability_keeps_its_keys(untrained_run):
-    from hybrid._data import test_data
-    from hybrid._evaluate import _stability
-    from hybrid._task import make_task
-    from hybrid._train import load_ensemble
+    from neuroscale import load_run
+    from neuroscale._data import test_set
+    from neuroscale._run import run_stability
 
     _, out = untrained_run
-    cfg, ens = load_ensemble(out)
-    task = make_task(cfg)
-    ys, ts, fine = test_data(task, out, cfg.eval_horizon * cfg.save_dt, progress=False)
-    ref = task.coarse_grain(ys[:, : cfg.eval_horizon + 1], cfg.coarse_n)
-    coarse = eqx.filter_vmap(lambda f: task.coarse_physics(f, cfg.coarse_n))(fine)
-    ref_energy = float(jnp.max(task.energy(ref)))
-    # as evaluate calls it
-    block = _stability(task, cfg, ens, coarse, ref[:, 0], ts[0], ref_energy, reference=ref)
+    task, ens = load_run(out)
+    test, _, _ = test_set(task, out, progress=False)
+    block = run_stability(task, ens, test).to_dict()  # as evaluate calls it
     assert {"stable", "horizon_steps", "blowup_step", "energy_bound", "max_energy",
             "energy_drift"} <= set(block)
-    assert block["horizon_steps"] == cfg.stability_factor * cfg.horizon
+    assert block["horizon_steps"] == task.cfg.stability_factor * task.cfg.horizon
+    ref_energy = float(jnp.max(task.energy(test.ys)))
     np.testing.assert_allclose(block["energy_bound"], 10 * ref_energy, rtol=1e-12)
-    assert block["stable"] and block["blowup_step"] is None
-    assert block["corr_time"] is not None and block["enstrophy_drift"] is not None

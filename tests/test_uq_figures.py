@@ -3,7 +3,7 @@
 import numpy as np
 import pytest
 
-from hybrid import _uq_figures as F
+from hybrid import viz as F
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 

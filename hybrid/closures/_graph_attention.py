@@ -12,7 +12,7 @@ import jax.random as jr
 import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
-from solvers._kuramoto import coupling_value
+from solvers import coupling_value
 from solvers.graphs import Graph
 
 from ._stencil import cast_params, check_positive_int, scale_last

@@ -13,6 +13,7 @@ import numpy as np
 from jaxtyping import Array, ArrayLike, Float, PRNGKeyArray
 
 from ._stencil import (
+    _spacing,
     cast_params,
     check_ndim,
     check_positive_int,
@@ -105,9 +106,9 @@ class MultiscaleAttentionClosure(eqx.Module):
       attention and reach the output through the sum.
     - `conservative`: flux form, default True.
     - `quadratic`: add $y^2$ as an input channel, default True (see `StencilClosure`).
-    - `length`: the period $L$, default $2\pi$ (only the flux form's $\Delta x$ uses
-      it; the rotary angles use $x/L$).
-    - `init_scale`: factor on the output layer's initial weights, default `1e-3`.
+    - `length`: the period $L$, default `None` (grid units, $\Delta x = 1$); only the
+      flux form's $\Delta x$ uses it (the rotary angles use positions in cells).
+    - `init_scale`: factor on the output layer's initial weights, default `1e-2`.
     - `activation`: default `jax.nn.gelu`.
 
     **Call:** `closure(t, y, args) -> dy` with `dy` of the shape and dtype of `y`;
@@ -134,7 +135,7 @@ class MultiscaleAttentionClosure(eqx.Module):
     attend_from: int = eqx.field(static=True)
     conservative: bool = eqx.field(static=True)
     quadratic: bool = eqx.field(static=True)
-    length: float = eqx.field(static=True)
+    length: float | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -149,7 +150,7 @@ class MultiscaleAttentionClosure(eqx.Module):
         attend_from: int | None = None,
         conservative: bool = True,
         quadratic: bool = True,
-        length: float = 2 * math.pi,
+        length: float | None = None,
         init_scale: float = 1e-2,
         activation: Callable[[Array], Array] = jax.nn.gelu,
     ):
@@ -177,12 +178,13 @@ class MultiscaleAttentionClosure(eqx.Module):
                 f"`attend_from` must be an int in [0, levels) = [0, {self.levels}), "
                 f"got {attend_from!r}."
             )
-        if not (isinstance(length, (int, float)) and length > 0):
-            raise ValueError(f"`length` must be a positive number, got {length!r}.")
+        if length is not None and not (
+                isinstance(length, (int, float)) and not isinstance(length, bool) and length > 0):
+            raise ValueError(f"`length` must be a positive number or None, got {length!r}.")
         self.attend_from = attend_from
         self.conservative = bool(conservative)
         self.quadratic = bool(quadratic)
-        self.length = float(length)
+        self.length = None if length is None else float(length)
         self.activation = activation
 
         k_enc, k_lvl, k_emb, k_qkv, k_out, k_head = jr.split(key, 6)
@@ -277,5 +279,5 @@ class MultiscaleAttentionClosure(eqx.Module):
             fused = fused + f
         out = model.head(act(fused))
         if model.conservative:
-            return flux_divergence(out, model.length / n)
+            return flux_divergence(out, _spacing(model.length, n))
         return out[0]

@@ -1,6 +1,5 @@
 """Learned local stencils: a periodic convolutional closure, optionally in flux form."""
 
-import math
 from collections.abc import Callable
 from typing import Any
 
@@ -72,6 +71,11 @@ def flux_divergence(flux: Array, dx: float) -> Array:
     return out / dx
 
 
+def _spacing(length: float | None, n: int) -> float:
+    """Grid spacing $L / n$, or 1 (grid units) without a length."""
+    return 1.0 if length is None else length / n
+
+
 def periodic_conv(
     ndim: int, c_in: int, c_out: int, kernel_size: int, *, key: PRNGKeyArray
 ) -> eqx.nn.Conv:
@@ -121,10 +125,12 @@ class StencilClosure(eqx.Module):
       field is `depth * (kernel_size - 1) + 1` points).
     - `conservative`: flux form (above), default True.
     - `quadratic`: add $y^2$ as an input channel, default True.
-    - `length`: the period $L$ of the domain, default $2\pi$ ($\Delta x = L/n$; only
-      the flux form uses it).
+    - `length`: the period $L$ of the domain, for a flux divergence in physical units
+      ($\Delta x = L/n$; only the flux form uses it). Default `None`: grid units,
+      $\Delta x = 1$ (the network's weights absorb the scale; pass your domain's
+      length for the closure to read as a physical flux).
     - `init_scale`: factor on the output layer's initial weights (bias zero), default
-      `1e-3`: an untrained hybrid is the plain coarse solver up to ~1% of $|y|$.
+      `1e-2`: an untrained hybrid is nearly the plain coarse solver.
     - `activation`: default `jax.nn.gelu` (smooth, so the closure is too).
 
     Good values: the defaults have about 6k parameters in 1D and 31k in 2D; one call
@@ -144,7 +150,7 @@ class StencilClosure(eqx.Module):
     ndim: int = eqx.field(static=True)
     conservative: bool = eqx.field(static=True)
     quadratic: bool = eqx.field(static=True)
-    length: float = eqx.field(static=True)
+    length: float | None = eqx.field(static=True)
 
     def __init__(
         self,
@@ -156,7 +162,7 @@ class StencilClosure(eqx.Module):
         kernel_size: int | None = None,
         conservative: bool = True,
         quadratic: bool = True,
-        length: float = 2 * math.pi,
+        length: float | None = None,
         init_scale: float = 1e-2,
         activation: Callable[[Array], Array] = jax.nn.gelu,
     ):
@@ -168,11 +174,12 @@ class StencilClosure(eqx.Module):
         kernel_size = check_positive_int(kernel_size, "kernel_size")
         if kernel_size % 2 == 0:
             raise ValueError(f"`kernel_size` must be odd (a centred stencil), got {kernel_size}.")
-        if not (isinstance(length, (int, float)) and length > 0):
-            raise ValueError(f"`length` must be a positive number, got {length!r}.")
+        if length is not None and not (
+                isinstance(length, (int, float)) and not isinstance(length, bool) and length > 0):
+            raise ValueError(f"`length` must be a positive number or None, got {length!r}.")
         self.conservative = bool(conservative)
         self.quadratic = bool(quadratic)
-        self.length = float(length)
+        self.length = None if length is None else float(length)
         self.activation = activation
 
         c_in = 2 if self.quadratic else 1
@@ -194,5 +201,5 @@ class StencilClosure(eqx.Module):
             h = self.activation(layer(h))
         h = layers[-1](h)
         if self.conservative:
-            return flux_divergence(h, self.length / y.shape[0])
+            return flux_divergence(h, _spacing(self.length, y.shape[0]))
         return h[0]

@@ -1,0 +1,94 @@
+"""Reference data of a run: fine rollouts generated once into `DIR/data/<split>`,
+coarse-grained into `hybrid.Trajectories`."""
+
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+import hybrid
+from hybrid.data import generate_dataset
+
+from ._task import AbstractTask
+
+# fold_in streams of the run's seed for the data splits (the library's own streams,
+# hybrid/_keys.py, use other numbers under the same root key; the Kuramoto graph 10)
+SPLITS = {"train": 0, "test": 1, "validation": 4}
+
+
+def _ts(task: AbstractTask, duration: float) -> np.ndarray:
+    cfg = task.cfg
+    n = int(round((cfg.t_spinup + duration) / cfg.save_dt))
+    return np.arange(n + 1) * cfg.save_dt
+
+
+class _CoarseGrain(eqx.Module):
+    # one function object per (task, n), so that generate_dataset compiles once
+    task: Any = eqx.field(static=True)
+    n: int = eqx.field(static=True)
+
+    def __call__(self, ys):
+        return self.task.coarse_grain(ys, self.n)
+
+
+def dataset(task: AbstractTask, out: Path, split: str, *, progress: bool = True):
+    """The data set of `split` in the run folder `out` (generated on first use, then
+    read; refused if it was made with other data keys): `"train"` is stored
+    coarse-grained, `"test"` and `"validation"` fine (finer baselines start from it)."""
+    cfg = task.cfg
+    if split not in SPLITS:
+        raise ValueError(f"`split` must be one of {tuple(SPLITS)}, got {split!r}.")
+    size = {"train": cfg.n_train, "test": cfg.n_test, "validation": cfg.n_val}[split]
+    duration = cfg.t_train if split == "train" else cfg.eval_horizon * cfg.save_dt
+    coarse = split != "test"
+    return generate_dataset(
+        Path(out) / "data" / split,
+        task.sample,
+        _ts(task, duration),
+        dt=cfg.fine_dt,
+        n_trajectories=size,
+        key=jr.fold_in(jr.PRNGKey(cfg.seed), SPLITS[split]),
+        chunk_size=min(size, 16),
+        config={"task": cfg.data_dict(), "filter_n": cfg.coarse_n if coarse else None},
+        filter_fn=_CoarseGrain(task, cfg.coarse_n) if coarse else None,
+        resume=True,
+        progress=progress,
+    )
+
+
+def fine_systems(task: AbstractTask, ds) -> Any:
+    """The fine systems of every trajectory of `ds`, stacked."""
+    like = task.sample(jr.PRNGKey(0))[0]
+    return ds.system(slice(0, len(ds)), like)
+
+
+def trajectories(task: AbstractTask, ds, *, saves: int | None = None,
+                 fine=None) -> hybrid.Trajectories:
+    """`ds` after the spin-up (at most `saves` + 1 saves) as coarse `hybrid.Trajectories`
+    with each trajectory's coarse physics and closure `args`. `fine`: the stored states
+    are fine (coarse-grain them)."""
+    cfg = task.cfg
+    s0 = int(round(cfg.t_spinup / cfg.save_dt))
+    end = None if saves is None else s0 + saves + 1
+    ys = jnp.asarray(np.asarray(ds[:])[:, s0:end])
+    if fine:
+        ys = task.coarse_grain(ys, cfg.coarse_n)
+    ts = np.asarray(ds.ts[s0:end])
+    coarse = eqx.filter_vmap(lambda f: task.coarse_physics(f, cfg.coarse_n))(
+        fine_systems(task, ds))
+    args = eqx.filter_vmap(task.closure_args)(coarse)
+    return hybrid.Trajectories(ys, ts, args=args, physics=coarse)
+
+
+def test_set(task: AbstractTask, out: Path, *, progress: bool = True):
+    """The held-out test set over `eval_horizon` saves: `(trajectories, fine states
+    [B, T, *fine_state], fine systems)`."""
+    cfg = task.cfg
+    ds = dataset(task, out, "test", progress=progress)
+    s0 = int(round(cfg.t_spinup / cfg.save_dt))
+    fine_ys = jnp.asarray(np.asarray(ds[:])[:, s0: s0 + cfg.eval_horizon + 1])
+    test = trajectories(task, ds, saves=cfg.eval_horizon, fine=True)
+    return test, fine_ys, fine_systems(task, ds)

@@ -1,0 +1,268 @@
+"""A run folder: train a task's ensemble with `hybrid.fit`, calibrate it, evaluate it,
+test its stability; everything on disk, resumable.
+
+Layout of `DIR`: `config.json`; `data/{train,validation,test}` (reference data, reused
+by any run that agrees on the data keys); `checkpoints/` (orbax steps, `fit.json`,
+`train_log.jsonl`); `model/` (`hybrid.save`: members, noise model, inflation);
+`uq.json` (what calibration fitted and its validation scores); `metrics.json`,
+`report.md` and the figures (`neuroscale evaluate`)."""
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import equinox as eqx
+import jax.numpy as jnp
+import jax.random as jr
+import numpy as np
+
+import hybrid
+
+from . import _data
+from ._config import Config, load_config
+from ._task import AbstractTask, task_class
+
+# fold_in streams of the run's seed for the stages after training (fit uses the root
+# key itself; the data splits 0, 1, 4 and the Kuramoto graph 10)
+_CALIBRATE_STREAM, _EVALUATE_STREAM = 20, 21
+
+
+def root_key(cfg: Config):
+    return jr.PRNGKey(cfg.seed)
+
+
+def _scaled_factory(task: AbstractTask, init_scale: float):
+    """`key -> closure` at another output scale, if the task's closures take
+    `init_scale` (the built-in ones do); else `None` (use `make_closure` itself)."""
+    try:
+        task.make_closure(jr.PRNGKey(0), init_scale=init_scale)
+    except TypeError:
+        return None
+    return lambda k: task.make_closure(k, init_scale=init_scale)
+
+
+def _fit_kwargs(task: AbstractTask) -> dict[str, Any]:
+    cfg = task.cfg
+    key = root_key(cfg)
+    trained = 1 if cfg.ensemble == "mc-dropout" else cfg.members
+    prior = None
+    if cfg.ensemble == "anchored" and not cfg.start_at_anchors:
+        # the prior of a network is its initialisation without the shrunken output
+        # layer (`init_scale=1`: the shrinking is an optimisation device)
+        full = _scaled_factory(task, 1.0)
+        if full is not None:
+            prior = hybrid.uq.prior_from_init(full, key=jr.fold_in(key, 6),
+                                              min_std=cfg.prior_min_std)
+    return dict(
+        dt=cfg.dt, key=key, horizon=cfg.horizon, steps=cfg.train_steps, members=cfg.members,
+        method=cfg.ensemble, mode=cfg.mode, batch_size=cfg.batch_size,
+        learning_rate=cfg.learning_rate, curriculum=cfg.curriculum, noise_std=cfg.noise_std,
+        prior=prior, prior_scale=cfg.prior_scale, prior_min_std=cfg.prior_min_std,
+        start_at_anchors=cfg.start_at_anchors, dropout_rate=cfg.dropout_rate,
+        make_prior_function=_scaled_factory(task, 0.1)
+        if cfg.ensemble == "randomized-prior" else None,
+        prior_function_scale=cfg.prior_function_scale,
+        checkpoint_every=cfg.checkpoint_every,
+    ) | {"_trained": trained}
+
+
+def physics_penalty(task: AbstractTask, train: hybrid.Trajectories):
+    """`physics_weight` x (energy mismatch + drift of the conserved quantity) of a
+    window, normalised by the data's scales; `None` for `physics_weight=0`."""
+    weight = task.cfg.physics_weight
+    if weight == 0:
+        return None
+    scale = jnp.mean(train.ys**2)
+    e_scale = jnp.mean(task.energy(train.ys)) ** 2
+
+    def penalty(pred, target):
+        energy = jnp.mean((task.energy(pred) - task.energy(target)) ** 2) / e_scale
+        c_pred, c_tgt = task.conserved(pred), task.conserved(target)
+        cons = 0.0 if c_pred is None else jnp.mean((c_pred - c_tgt) ** 2) / scale
+        return weight * (energy + cons)
+
+    return penalty
+
+
+def template(task: AbstractTask, physics) -> hybrid.Ensemble:
+    """An untrained ensemble of the run's structure (what `hybrid.load` fills)."""
+    cfg = task.cfg
+    kw = _fit_kwargs(task)
+    make = hybrid.training.member_factory(
+        task.make_closure, cfg.ensemble, dropout_rate=cfg.dropout_rate,
+        make_prior_function=kw["make_prior_function"],
+        prior_function_scale=cfg.prior_function_scale)
+    members = eqx.filter_vmap(make)(jr.split(jr.PRNGKey(0), kw["_trained"]))
+    return hybrid.Ensemble(members, physics, cfg.mode, cfg.ensemble,
+                           cfg.members if cfg.ensemble == "mc-dropout" else None)
+
+
+def _protect(out: Path, cfg: Config, resume: bool) -> None:
+    cfg_path = out / "config.json"
+    if resume:
+        if not cfg_path.exists():
+            raise ValueError(f"`--resume`: no run to resume in {out} (no config.json).")
+        stored = json.loads(cfg_path.read_text())
+        mine = cfg.to_dict()
+        diff = {k: (stored.get(k), mine.get(k)) for k in sorted(set(stored) | set(mine))
+                if stored.get(k) != mine.get(k)}
+        if diff:
+            raise ValueError(f"`--resume` with a different configuration: {diff}.")
+    elif (out / "checkpoints").exists() and any((out / "checkpoints").iterdir()):
+        raise ValueError(
+            f"{out} already holds a training run: pass `--resume` to continue it, or "
+            "choose another `--out`."
+        )
+
+
+def train_run(task: AbstractTask, out: str | Path, *, resume: bool = False,
+              progress: bool = True, stop_after: int | None = None) -> hybrid.Ensemble:
+    """`neuroscale train`: reference data, `hybrid.fit` with checkpoints in
+    `out/checkpoints` (resumable bit-exactly), then `hybrid.calibrate` on the
+    validation split; the ensemble in `out/model`, calibration in `out/uq.json`.
+    `stop_after`: stop after that many steps, as if interrupted (for tests)."""
+    out = Path(out)
+    cfg = task.cfg
+    out.mkdir(parents=True, exist_ok=True)
+    _protect(out, cfg, resume)
+    cfg.save(out / "config.json")
+    train = _data.trajectories(task, _data.dataset(task, out, "train", progress=progress))
+    kw = _fit_kwargs(task)
+    kw.pop("_trained")
+    ensemble = hybrid.fit(train.physics_of(0), task.make_closure, train, **kw,
+                          penalty=physics_penalty(task, train),
+                          checkpoint_dir=out / "checkpoints", progress=progress,
+                          stop_after=stop_after)
+    if stop_after is not None and stop_after < cfg.train_steps:
+        return ensemble
+    info: dict[str, Any] = {"calibrated": False}
+    if cfg.calibrate:
+        val_ds = _data.dataset(task, out, "validation", progress=progress)
+        val = _data.trajectories(task, val_ds, saves=cfg.eval_horizon)
+        ensemble, info = hybrid.calibrate(
+            ensemble, val, dt=cfg.dt, key=jr.fold_in(root_key(cfg), _CALIBRATE_STREAM),
+            stochastic=cfg.stochastic_closure, features=task.noise_features,
+            noise_fit_steps=cfg.noise_fit_steps, return_info=True)
+        info["calibrated"] = True
+    hybrid.save(out / "model", ensemble)
+    (out / "uq.json").write_text(json.dumps(info, indent=2) + "\n")
+    return ensemble
+
+
+def load_run(out: str | Path) -> tuple[AbstractTask, hybrid.Ensemble]:
+    """The task and the trained (calibrated) ensemble of the run in `out`."""
+    out = Path(out)
+    if not (out / "config.json").exists():
+        raise ValueError(f"`DIR` {out} holds no run (config.json missing).")
+    name = json.loads((out / "config.json").read_text()).get("task")
+    cls = task_class(name)
+    task = cls(load_config(out / "config.json", cls))
+    if not (out / "model" / "ensemble.json").exists():
+        raise ValueError(f"`DIR` {out} holds no trained model (model/ missing): train first.")
+    physics = task.coarse_physics(task.sample(jr.PRNGKey(0))[0], task.cfg.coarse_n)
+    return task, hybrid.load(out / "model", template(task, physics))
+
+
+def run_stability(task: AbstractTask, ensemble: hybrid.Ensemble, test: hybrid.Trajectories,
+                  *, factor: int | None = None) -> hybrid.StabilityReport:
+    """Long rollouts of the run's members from the held-out initial states:
+    `factor` (default `stability_factor`) x `horizon` steps of `save_dt`, integrated
+    with `dt`, energy bound 10 x the largest energy of the reference."""
+    cfg = task.cfg
+    factor = cfg.stability_factor if factor is None else factor
+    ref_energy = float(jnp.max(task.energy(test.ys)))
+    return hybrid.stability(
+        ensemble, test.ys[:, 0], steps=factor * cfg.horizon, dt=cfg.save_dt,
+        solver_dt=cfg.dt, save_every=cfg.horizon, physics=test.physics,
+        physics_batched=True, reference=test.ys, energy_reference=ref_energy,
+        t0=test.ts[0], args=test.args, diagnostics=task.diagnostics(test.physics_of(0)),
+    )
+
+
+def _finer(task: AbstractTask, test, fine_ys, fine, ts_rel):
+    """The plain solvers `finer_factors` times finer, from the fine initial states."""
+    cfg = task.cfg
+    like = task.sample(jr.PRNGKey(0))[0]
+    out: dict[str, Any] = {}
+    curves: dict[str, Any] = {}
+    for factor in task.finer_factors:
+        probe = task.finer(like, factor)
+        if probe is None:
+            continue
+        _, dt_n, grain = probe
+        phys_n = eqx.filter_vmap(lambda f, k=factor: task.finer(f, k)[0])(fine)
+        data_n = hybrid.Trajectories(grain(fine_ys), test.ts, args=None, physics=phys_n)
+        ys_n, blow = hybrid.physics_rollouts(None, data_n, dt=dt_n)
+        ys_c = task.coarse_grain(ys_n, cfg.coarse_n)
+        n = int(phys_n.state_shape[0]) if hasattr(phys_n, "state_shape") else None
+        out[f"{factor}x"] = {
+            "n": n, "dt": dt_n, "rmse": float(hybrid.metrics.rmse(ys_c, test.ys)),
+            "corr_time": float(hybrid.metrics.corr_time(ys_c, test.ys, ts_rel)),
+            "blowups": int(jnp.sum(blow >= 0))}
+        curves[f"plain solver {factor}x (n={n})"] = hybrid.metrics.rmse_over_time(ys_c, test.ys)
+    return out, curves
+
+
+def evaluate_run(out: str | Path, *, progress: bool = True, figures: bool = True) -> dict:
+    """`neuroscale evaluate`: `hybrid.evaluate` on the held-out test set, the plain
+    solvers at 2x/4x/8x the resolution, long-rollout stability; writes
+    `out/metrics.json`, the figures and `out/report.md`. **Returns:** the metrics."""
+    out = Path(out)
+    task, ensemble = load_run(out)
+    cfg = task.cfg
+    t_start = time.perf_counter()
+    test, fine_ys, fine = _data.test_set(task, out, progress=progress)
+    metrics, roll = hybrid.evaluate(ensemble, test, dt=cfg.dt,
+                                    key=jr.fold_in(root_key(cfg), _EVALUATE_STREAM),
+                                    return_rollouts=True)
+    ts_rel = roll["ts"]
+    results: dict[str, Any] = {"system": cfg.task, "coarse_n": cfg.coarse_n,
+                               "fine_n": cfg.fine_n, "eval_horizon": cfg.eval_horizon,
+                               **metrics}
+    finer, finer_curves = _finer(task, test, fine_ys, fine, ts_rel)
+    results["finer"] = finer
+    h = results["hybrid"]
+    matched = [int(k[:-1]) for k, v in finer.items() if v["rmse"] >= h["rmse"]]
+    results["equivalent_resolution_factor"] = max(matched) if matched else 1
+    results["rmse_ratio_vs_baseline"] = h["rmse"] / results["baseline"]["rmse"]
+    uq_json = out / "uq.json"
+    if uq_json.exists():
+        results["calibration"] = json.loads(uq_json.read_text())
+    report = run_stability(task, ensemble, test)
+    results["stability"] = report.to_dict()
+    results["eval_seconds"] = time.perf_counter() - t_start
+    (out / "metrics.json").write_text(json.dumps(results, indent=2) + "\n")
+    if figures:
+        from ._report import write_report
+
+        mean = jnp.mean(roll["members"], axis=0)
+        curves = {"hybrid (ensemble mean)": hybrid.metrics.rmse_over_time(mean, test.ys),
+                  "coarse, no closure": hybrid.metrics.rmse_over_time(roll["baseline"], test.ys),
+                  **finer_curves}
+        extra = hybrid.viz.write_uq_figures(out, np.asarray(roll["forecast"]),
+                                            np.asarray(test.ys), ts_rel)
+        extra.update(task.figures(out, ts_rel, test.ys[0], mean[0], roll["baseline"][0]))
+        write_report(out, task, results, ts_rel, curves, extra_figures=extra)
+    return results
+
+
+def stability_run(out: str | Path, *, factor: int | None = None, figure: bool = True,
+                  progress: bool = True) -> hybrid.StabilityReport:
+    """`neuroscale stability DIR`: the long rollouts of the trained run from its
+    held-out test initial conditions, written into the `stability` block of
+    `out/metrics.json` (created if missing, other blocks kept) and, with `figure`,
+    `out/stability_energy.png`."""
+    out = Path(out)
+    task, ensemble = load_run(out)
+    test, _, _ = _data.test_set(task, out, progress=progress)
+    report = run_stability(task, ensemble, test, factor=factor)
+    path = out / "metrics.json"
+    metrics = json.loads(path.read_text()) if path.exists() else {"system": task.cfg.task}
+    metrics["stability"] = report.to_dict()
+    path.write_text(json.dumps(metrics, indent=2) + "\n")
+    if figure:
+        hybrid.viz.energy_figure(out / "stability_energy.png", report,
+                                 title=f"{task.cfg.task}: {report.steps} steps "
+                                 f"({report.steps // task.cfg.horizon}x the training horizon)")
+    return report

@@ -1,0 +1,1 @@
+"""The built-in tasks of the pipeline, one file each."""
