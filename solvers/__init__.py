@@ -11,6 +11,7 @@ from ._etdrk4 import with_fixed_step as with_fixed_step
 from ._frequencies import gaussian_frequencies as gaussian_frequencies
 from ._frequencies import lorentzian_frequencies as lorentzian_frequencies
 from ._frequencies import wrapped_cauchy_phases as wrapped_cauchy_phases
+from ._graph_burgers import GraphBurgers as GraphBurgers
 from ._kuramoto import Kuramoto as Kuramoto
 from ._kuramoto import coupling_value as coupling_value
 from ._navier_stokes import NavierStokes2D as NavierStokes2D
@@ -25,6 +26,7 @@ from ._ott_antonsen import OttAntonsenNetwork as OttAntonsenNetwork
 from ._ralston_rk3 import RalstonRK3 as RalstonRK3
 from ._solution import Solution as Solution
 from ._solve import solve as solve
+from ._ssprk3 import SSPRK3 as SSPRK3
 from ._system import AbstractSpectralSystem as AbstractSpectralSystem
 from ._system import AbstractSystem as AbstractSystem
 from ._term import SemiLinearTerm as SemiLinearTerm
