@@ -58,7 +58,9 @@ class Trajectories(eqx.Module):
             )
         if ts_np.size > 1:
             gaps = np.diff(ts_np)
-            if not (np.all(gaps > 0) and np.allclose(gaps, gaps[0], rtol=1e-5, atol=0.0)):
+            # float32 times carry a rounding error of about 1e-7 |t| each
+            atol = 1e-6 * float(np.max(np.abs(ts_np)))
+            if not (np.all(gaps > 0) and np.allclose(gaps, gaps[0], rtol=1e-5, atol=atol)):
                 raise ValueError("`ts` must be equally spaced and increasing.")
         n = ys.shape[0]
         for name, tree in (("args", args), ("physics", physics)):
