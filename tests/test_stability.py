@@ -477,7 +477,7 @@ TINY = [
     "fine_n=64", "coarse_n=16", "viscosity=0.05", "train_steps=6", "horizon=2",
     "n_train=4", "n_test=2", "t_train=2.0", "t_spinup=0.5", "eval_horizon=10",
     "members=2", "width=8", "depth=2", "checkpoint_every=2", "batch_size=2",
-    "stability_factor=5",
+    "stability_factor=5", "curriculum=false",
 ]
 
 
