@@ -49,6 +49,8 @@ class Config:
     prior_scale: float = 1.0
     prior_min_std: float = 0.01
     start_at_anchors: bool = False
+    # N of the anchor term's weight sigma^2 / N (0: every scalar residual of the data)
+    num_data: float = 0.0
     dropout_rate: float = 0.1
     prior_function_scale: float = 1.0
     stochastic_closure: str = "auto"
@@ -63,8 +65,16 @@ class Config:
     fine_dt: float = data_key(0.005)
     t_spinup: float = data_key(2.0)
     t_train: float = data_key(20.0)
-    # evaluation
+    # evaluation: long-rollout stability (x the training horizon), the baselines the
+    # field compares with (trained with the model: classical eddy viscosity, one-step
+    # "a-priori" training, one deterministic network), the timed accuracy-cost frontier
     stability_factor: int = 100
+    baselines: bool = False
+    frontier: bool = True
+    # an out-of-distribution test set at another viscosity (tasks with one; 0: none):
+    # does the ensemble's spread grow where its error does?
+    ood_viscosity: float = 0.0
+    frontier_repeats: int = 5
 
     # --- persistence -----------------------------------------------------------------
 
@@ -90,10 +100,11 @@ class Config:
 
 _POSITIVE_INT = ("fine_n", "coarse_n", "members", "train_steps", "horizon", "eval_horizon",
                  "batch_size", "checkpoint_every", "width", "depth", "n_train", "n_val",
-                 "n_test", "noise_fit_steps", "stability_factor")
+                 "n_test", "noise_fit_steps", "stability_factor", "frontier_repeats")
 _POSITIVE = ("learning_rate", "dt", "save_dt", "fine_dt", "t_train", "prior_scale",
              "prior_min_std")
-_NON_NEGATIVE = ("physics_weight", "t_spinup", "noise_std", "prior_function_scale")
+_NON_NEGATIVE = ("physics_weight", "t_spinup", "noise_std", "prior_function_scale",
+                 "ood_viscosity", "num_data")
 _CHOICES = {
     "mode": ("tendency", "correction"),
     "ensemble": ENSEMBLES,

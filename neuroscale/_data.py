@@ -1,6 +1,7 @@
 """Reference data of a run: fine rollouts generated once into `DIR/data/<split>`,
 coarse-grained into `hybrid.Trajectories`."""
 
+import dataclasses
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ from ._task import AbstractTask
 
 # fold_in streams of the run's seed for the data splits (the library's own streams,
 # hybrid/_keys.py, use other numbers under the same root key; the Kuramoto graph 10)
-SPLITS = {"train": 0, "test": 1, "validation": 4}
+SPLITS = {"train": 0, "test": 1, "validation": 4, "ood": 7}
 
 
 def _ts(task: AbstractTask, duration: float) -> np.ndarray:
@@ -37,11 +38,14 @@ class _CoarseGrain(eqx.Module):
 def dataset(task: AbstractTask, out: Path, split: str, *, progress: bool = True):
     """The data set of `split` in the run folder `out` (generated on first use, then
     read; refused if it was made with other data keys): `"train"` is stored
-    coarse-grained, `"test"` and `"validation"` fine (finer baselines start from it)."""
+    coarse-grained, `"test"` and `"validation"` fine (finer baselines start from it);
+    `"ood"` is a test set out of the training distribution (a task whose configuration
+    differs in a physical key, see `ood_task`), stored coarse."""
     cfg = task.cfg
     if split not in SPLITS:
         raise ValueError(f"`split` must be one of {tuple(SPLITS)}, got {split!r}.")
-    size = {"train": cfg.n_train, "test": cfg.n_test, "validation": cfg.n_val}[split]
+    size = {"train": cfg.n_train, "test": cfg.n_test, "validation": cfg.n_val,
+            "ood": cfg.n_test}[split]
     duration = cfg.t_train if split == "train" else cfg.eval_horizon * cfg.save_dt
     coarse = split != "test"
     return generate_dataset(
@@ -57,6 +61,15 @@ def dataset(task: AbstractTask, out: Path, split: str, *, progress: bool = True)
         resume=True,
         progress=progress,
     )
+
+
+def ood_task(task: AbstractTask) -> AbstractTask | None:
+    """The task of the out-of-distribution test set: `ood_viscosity` in place of
+    `viscosity` (`None` when the run has none)."""
+    value = getattr(task.cfg, "ood_viscosity", 0.0)
+    if not value:
+        return None
+    return type(task)(dataclasses.replace(task.cfg, viscosity=value))
 
 
 def fine_systems(task: AbstractTask, ds) -> Any:
@@ -81,6 +94,13 @@ def trajectories(task: AbstractTask, ds, *, saves: int | None = None,
         fine_systems(task, ds))
     args = eqx.filter_vmap(task.closure_args)(coarse)
     return hybrid.Trajectories(ys, ts, args=args, physics=coarse)
+
+
+def validation_set(task: AbstractTask, out: Path, *, progress: bool = True):
+    """The validation trajectories over `eval_horizon` saves (what `calibrate` fits on),
+    as `hybrid.Trajectories`."""
+    ds = dataset(task, out, "validation", progress=progress)
+    return trajectories(task, ds, saves=task.cfg.eval_horizon)
 
 
 def test_set(task: AbstractTask, out: Path, *, progress: bool = True):

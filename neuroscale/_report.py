@@ -76,6 +76,7 @@ def write_report(
         f"horizon {cfg.horizon} steps, {cfg.members} ensemble members "
         f"(`{cfg.ensemble}`), closure `{cfg.closure}` in `{cfg.mode}` mode.",
         "",
+        *_headline(results),
         "## Accuracy (a posteriori)",
         "",
         *_table(results, baseline_name),
@@ -93,6 +94,8 @@ def write_report(
         else:
             lines.append("- The hybrid is less accurate than every finer plain solver "
                          "evaluated.")
+    lines += _baselines_table(results)
+    lines += _frontier_table(results)
     uq = results.get("uq")
     if uq:
         cal = results.get("calibration") or {}
@@ -166,6 +169,60 @@ def write_report(
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _headline(results: dict[str, Any]) -> list[str]:
+    """The first lines: the equal-accuracy speed-up and resolution, when measured."""
+    f = results.get("frontier")
+    if not f:
+        return []
+    out = []
+    for label, who in (("", "one hybrid member"), ("ensemble_", "the ensemble")):
+        eq, sp = f.get(f"{label}equivalent_resolution"), f.get(f"{label}speedup")
+        bound = f.get(f"{label}bound", "")
+        if eq is None:
+            out.append(f"- **{who}** is less accurate than the plain coarse solver.")
+            continue
+        speed = f"**{sp:.2f}x faster**" if sp >= 1 else f"**{1 / sp:.2f}x slower**"
+        out.append(f"- **{who}**: as accurate (rmse) as the plain solver on {bound}"
+                   f"**{eq:.2f}x** the resolution, and {speed} than it at "
+                   f"equal accuracy (CPU time, batch of {f['batch']} trajectories; by "
+                   f"decorrelation time: {_fmt(f.get(f'{label}equivalent_resolution_corr_time'))}"
+                   f"x, {_fmt(f.get(f'{label}speedup_corr_time'))}x).")
+    return out + ["", "Peers: Kochkov et al. 2021, " + f["peers"]["kochkov_2021"]
+                  + "; Bar-Sinai et al. 2019, " + f["peers"]["bar_sinai_2019"] + ".", ""]
+
+
+def _baselines_table(results: dict[str, Any]) -> list[str]:
+    base = results.get("baselines")
+    if not base:
+        return []
+    h = results["hybrid"]
+    names = {"deterministic": "one deterministic network (no ensemble machinery)",
+             "a_priori": "same closure, one-step (a-priori) training",
+             "smagorinsky": "Smagorinsky eddy viscosity (C fitted by the rollout loss)",
+             "leith": "Leith eddy viscosity (C fitted by the rollout loss)"}
+    lines = ["", "## Baselines", "",
+             "| model | rmse | corr_time | blow-ups | vs hybrid member rmse |",
+             "|---|---|---|---|---|"]
+    for k, v in base.items():
+        extra = f" (C = {v['coefficient']:.3g})" if "coefficient" in v else ""
+        lines.append(f"| {names.get(k, k)}{extra} | {_fmt(v['rmse'])} | {_fmt(v['corr_time'])}"
+                     f" | {v['blowups']} | {v['rmse'] / h['member_rmse']:.3g}x |")
+    return lines
+
+
+def _frontier_table(results: dict[str, Any]) -> list[str]:
+    rows = [r for r in results.get("frontier_rows", []) if "cpu_s" in r]
+    if not rows:
+        return []
+    lines = ["", "## Accuracy against cost", "",
+             "| solver | n | dt | rmse | corr_time | CPU s / trajectory |",
+             "|---|---|---|---|---|---|"]
+    for r in rows:
+        lines.append(f"| {r['solver']} | {r['n']} | {_fmt(r['dt'])} | {_fmt(r['rmse'])} | "
+                     f"{_fmt(r['corr_time'])} | {r['cpu_s_per_trajectory']:.3g} |")
+    return lines
 
 
 def _train_args(name: str) -> str:

@@ -24,8 +24,8 @@ from ._config import Config, load_config
 from ._task import AbstractTask, task_class
 
 # fold_in streams of the run's seed for the stages after training (fit uses the root
-# key itself; the data splits 0, 1, 4 and the Kuramoto graph 10)
-_CALIBRATE_STREAM, _EVALUATE_STREAM = 20, 21
+# key itself; the data splits 0, 1, 4 and the Kuramoto graph 10; baselines 30, 31, ...)
+_CALIBRATE_STREAM, _EVALUATE_STREAM, _BASELINE_STREAM = 20, 21, 30
 
 
 def root_key(cfg: Config):
@@ -60,6 +60,7 @@ def _fit_kwargs(task: AbstractTask) -> dict[str, Any]:
         learning_rate=cfg.learning_rate, curriculum=cfg.curriculum, noise_std=cfg.noise_std,
         prior=prior, prior_scale=cfg.prior_scale, prior_min_std=cfg.prior_min_std,
         start_at_anchors=cfg.start_at_anchors, dropout_rate=cfg.dropout_rate,
+        num_data=cfg.num_data or None,
         make_prior_function=_scaled_factory(task, 0.1)
         if cfg.ensemble == "randomized-prior" else None,
         prior_function_scale=cfg.prior_function_scale,
@@ -138,8 +139,7 @@ def train_run(task: AbstractTask, out: str | Path, *, resume: bool = False,
         return ensemble
     info: dict[str, Any] = {"calibrated": False}
     if cfg.calibrate:
-        val_ds = _data.dataset(task, out, "validation", progress=progress)
-        val = _data.trajectories(task, val_ds, saves=cfg.eval_horizon)
+        val = _data.validation_set(task, out, progress=progress)
         ensemble, info = hybrid.calibrate(
             ensemble, val, dt=cfg.dt, key=jr.fold_in(root_key(cfg), _CALIBRATE_STREAM),
             stochastic=cfg.stochastic_closure, features=task.noise_features,
@@ -147,7 +147,71 @@ def train_run(task: AbstractTask, out: str | Path, *, resume: bool = False,
         info["calibrated"] = True
     hybrid.save(out / "model", ensemble)
     (out / "uq.json").write_text(json.dumps(info, indent=2) + "\n")
+    if cfg.baselines:
+        _train_baselines(task, out, train, progress)
     return ensemble
+
+
+def baselines(task: AbstractTask) -> dict[str, dict[str, Any]]:
+    """The baselines the field compares with, each `name -> {make, fit keywords}`:
+
+    - `deterministic`: the same closure, one network, no anchors, no target noise;
+    - `a_priori`: the same closure, one network trained on one-step windows (one save
+      interval, `horizon=1`) instead of unrolled rollouts;
+    - the task's `eddy_viscosity` closures (`smagorinsky`, `leith`): one coefficient,
+      fitted by the same rollout loss as the hybrid.
+    """
+    cfg = task.cfg
+    one = dict(members=1, method="deep", noise_std=0.0, dt=cfg.dt, batch_size=cfg.batch_size,
+               checkpoint_every=cfg.checkpoint_every, mode=cfg.mode)
+    specs: dict[str, dict[str, Any]] = {
+        "deterministic": dict(make=task.make_closure, **one, horizon=cfg.horizon,
+                              steps=cfg.train_steps, learning_rate=cfg.learning_rate,
+                              curriculum=cfg.curriculum),
+        "a_priori": dict(make=task.make_closure, **one, horizon=1, steps=cfg.train_steps,
+                         learning_rate=cfg.learning_rate, curriculum=False),
+    }
+    for kind in task.eddy_viscosity:
+        def make(key, kind=kind):
+            return hybrid.closures.EddyViscosity(task.ndim, kind=kind,
+                                                 length=task.domain_length)
+
+        # one coefficient: a larger step, fewer steps, the tendency it belongs to
+        specs[kind] = dict(make=make, **{**one, "mode": "tendency"}, horizon=cfg.horizon,
+                           steps=min(cfg.train_steps, 200), learning_rate=0.05,
+                           curriculum=False)
+    return specs
+
+
+def _train_baselines(task, out: Path, train, progress: bool) -> None:
+    penalty = physics_penalty(task, train)
+    for i, (name, spec) in enumerate(baselines(task).items()):
+        folder = out / "baselines" / name
+        if (folder / "model" / "ensemble.json").exists():
+            continue
+        spec = dict(spec)
+        make = spec.pop("make")
+        ens = hybrid.fit(train.physics_of(0), make, train, **spec,
+                         key=jr.fold_in(root_key(task.cfg), _BASELINE_STREAM + i),
+                         penalty=penalty, checkpoint_dir=folder / "checkpoints",
+                         progress=progress)
+        hybrid.save(folder / "model", ens)
+
+
+def _evaluate_baselines(task, out: Path, test, physics) -> dict[str, Any]:
+    results: dict[str, Any] = {}
+    for name, spec in baselines(task).items():
+        folder = out / "baselines" / name / "model"
+        if not (folder / "ensemble.json").exists():
+            continue
+        like = hybrid.Ensemble.init(spec["make"], size=1, key=jr.PRNGKey(0), physics=physics,
+                                    mode=spec["mode"])
+        ens = hybrid.load(folder, like)
+        block = hybrid.evaluate(ens, test, dt=task.cfg.dt, key=jr.PRNGKey(0))["hybrid"]
+        results[name] = {k: block[k] for k in ("rmse", "corr_time", "blowups")}
+        if isinstance(ens.members, hybrid.closures.EddyViscosity):
+            results[name]["coefficient"] = float(ens.members.coefficient[0])
+    return results
 
 
 def load_run(out: str | Path) -> tuple[AbstractTask, hybrid.Ensemble]:
@@ -180,30 +244,6 @@ def run_stability(task: AbstractTask, ensemble: hybrid.Ensemble, test: hybrid.Tr
     )
 
 
-def _finer(task: AbstractTask, test, fine_ys, fine, ts_rel):
-    """The plain solvers `finer_factors` times finer, from the fine initial states."""
-    cfg = task.cfg
-    like = task.sample(jr.PRNGKey(0))[0]
-    out: dict[str, Any] = {}
-    curves: dict[str, Any] = {}
-    for factor in task.finer_factors:
-        probe = task.finer(like, factor)
-        if probe is None:
-            continue
-        _, dt_n, grain = probe
-        phys_n = eqx.filter_vmap(lambda f, k=factor: task.finer(f, k)[0])(fine)
-        data_n = hybrid.Trajectories(grain(fine_ys), test.ts, args=None, physics=phys_n)
-        ys_n, blow = hybrid.physics_rollouts(None, data_n, dt=dt_n)
-        ys_c = task.coarse_grain(ys_n, cfg.coarse_n)
-        n = int(phys_n.state_shape[0]) if hasattr(phys_n, "state_shape") else None
-        out[f"{factor}x"] = {
-            "n": n, "dt": dt_n, "rmse": float(hybrid.metrics.rmse(ys_c, test.ys)),
-            "corr_time": float(hybrid.metrics.corr_time(ys_c, test.ys, ts_rel)),
-            "blowups": int(jnp.sum(blow >= 0))}
-        curves[f"plain solver {factor}x (n={n})"] = hybrid.metrics.rmse_over_time(ys_c, test.ys)
-    return out, curves
-
-
 def evaluate_run(out: str | Path, *, progress: bool = True, figures: bool = True) -> dict:
     """`neuroscale evaluate`: `hybrid.evaluate` on the held-out test set, the plain
     solvers at 2x/4x/8x the resolution, long-rollout stability; writes
@@ -220,7 +260,16 @@ def evaluate_run(out: str | Path, *, progress: bool = True, figures: bool = True
     results: dict[str, Any] = {"system": cfg.task, "coarse_n": cfg.coarse_n,
                                "fine_n": cfg.fine_n, "eval_horizon": cfg.eval_horizon,
                                **metrics}
-    finer, finer_curves = _finer(task, test, fine_ys, fine, ts_rel)
+    finer, finer_curves = {}, {}
+    if task.finer_factors:
+        from ._frontier import measure
+
+        measured = measure(task, ensemble, test, fine_ys, fine, repeats=cfg.frontier_repeats,
+                           timing=cfg.frontier)
+        finer, finer_curves = measured["finer"], measured["curves"]
+        if cfg.frontier:
+            results["frontier"] = measured["frontier"]
+        results["frontier_rows"] = measured["rows"]
     results["finer"] = finer
     h = results["hybrid"]
     matched = [int(k[:-1]) for k, v in finer.items() if v["rmse"] >= h["rmse"]]
@@ -229,6 +278,17 @@ def evaluate_run(out: str | Path, *, progress: bool = True, figures: bool = True
     uq_json = out / "uq.json"
     if uq_json.exists():
         results["calibration"] = json.loads(uq_json.read_text())
+    if cfg.baselines:
+        results["baselines"] = _evaluate_baselines(task, out, test, ensemble.physics)
+    shifted = _data.ood_task(task)
+    if shifted is not None:
+        ood_ds = _data.dataset(shifted, out, "ood", progress=progress)
+        ood = _data.trajectories(shifted, ood_ds, saves=cfg.eval_horizon)
+        block = hybrid.evaluate(ensemble, ood, dt=cfg.dt,
+                                key=jr.fold_in(root_key(cfg), _EVALUATE_STREAM + 1))
+        results["ood"] = {"viscosity": shifted.cfg.viscosity, "hybrid": block["hybrid"],
+                          "baseline": block["baseline"], "uq": block["uq"],
+                          "uq_members_only": block["uq_members_only"]}
     report = run_stability(task, ensemble, test)
     results["stability"] = report.to_dict()
     results["eval_seconds"] = time.perf_counter() - t_start

@@ -47,9 +47,12 @@ class AbstractTask(eqx.Module):
     defaults: ClassVar[dict[str, Any]] = {}
     closures: ClassVar[tuple[str, ...]] = ("stencil", "attention")
     # refinement factors of the plain-solver baselines (n = coarse_n * factor <= fine_n)
-    finer_factors: ClassVar[tuple[int, ...]] = (2, 4, 8)
+    finer_factors: ClassVar[tuple[int, ...]] = (2, 4, 8, 16)
     # the period of the domain, given to grid closures (their flux in physical units)
     domain_length: ClassVar[float | None] = None
+    # the classical eddy-viscosity closures trained as baselines (`baselines=true`):
+    # "smagorinsky", "leith" (`hybrid.closures.EddyViscosity`)
+    eddy_viscosity: ClassVar[tuple[str, ...]] = ()
 
     @classmethod
     def validate(cls, cfg: Config) -> None:
@@ -63,9 +66,13 @@ class AbstractTask(eqx.Module):
         viscosity = getattr(cfg, "viscosity", 1.0)
         if not viscosity > 0:
             raise ValueError(f"config key `viscosity` must be > 0, got {viscosity!r}.")
+        if cfg.ood_viscosity and not hasattr(cfg, "viscosity"):
+            raise ValueError(f"config key `ood_viscosity` needs a task with a viscosity; "
+                             f"`{cfg.task}` has none.")
         method = getattr(cfg, "filter", "spectral")
-        if method not in ("spectral", "box"):
-            raise ValueError(f"config key `filter` must be 'spectral' or 'box', got {method!r}.")
+        if method not in hybrid.coarse_graining.METHODS:
+            raise ValueError(f"config key `filter` must be one of "
+                             f"{hybrid.coarse_graining.METHODS}, got {method!r}.")
         if method == "box" and cfg.fine_n % cfg.coarse_n:
             raise ValueError("config key `coarse_n` must divide `fine_n` with filter='box'.")
 

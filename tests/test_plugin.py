@@ -227,3 +227,47 @@ def test_trajectories_check_their_input():
     data = hybrid.Trajectories(ys, np.arange(5.0), args={"a": jnp.arange(3.0)})
     assert len(data) == 3 and len(data[1:]) == 2 and data.save_dt == 1.0
     np.testing.assert_array_equal(data[[0, 2]].args["a"], [0.0, 2.0])
+
+
+def test_training_lowers_the_loss(trained):
+    log = hybrid.training.read_log(trained["out"] / "ckpt")
+    assert [r["step"] for r in log] == list(range(10, 151, 10))
+    first, last = np.mean(log[0]["mse"]), np.mean(log[-1]["mse"])
+    # from the untrained closure's loss: evaluated on the same windows as step 1
+    setup = dict(dt=0.1, horizon=4, members=3, batch_size=8)
+    untrained = hybrid.fit(trained["physics"], lambda k: SiteClosure(key=k), trained["train"],
+                           key=jr.PRNGKey(0), steps=0, progress=False, **setup)
+    data = hybrid.training.Windows(trained["train"].ys, trained["train"].ts, None, None, 0.1)
+    scale = jnp.mean(trained["train"].ys ** 2)
+
+    @eqx.filter_jit
+    def loss(closures):
+        return eqx.filter_vmap(lambda c: hybrid.training.rollout_loss(
+            c, trained["physics"], data, key=jr.PRNGKey(1), horizon=4, batch_size=64, dt=0.1,
+            mode="tendency", scale=scale)[0])(closures)
+
+    loss0 = float(jnp.mean(loss(untrained.members)))
+    # measured: 0.157 untrained, 0.046 at step 10, 0.022 at step 150 (float64)
+    assert last < first / 1.5 and last < loss0 / 3, (loss0, first, last)
+
+
+def test_anchors_change_the_posterior(trained):
+    # The same members, data and steps; only the anchor term's weight differs. A
+    # strong prior (few effective data) holds each member near its own anchor; a
+    # negligible one lets it go where the data take it, as in a deep ensemble.
+    physics, train = trained["physics"], trained["train"]
+    setup = dict(dt=0.1, key=jr.PRNGKey(0), horizon=2, members=2, batch_size=4,
+                 learning_rate=3e-2, curriculum=False, progress=False,
+                 start_at_anchors=True, method="anchored")
+    make = lambda k: SiteClosure(key=k)  # noqa: E731
+
+    def flat(ens):
+        leaves = jax.tree.leaves(eqx.filter(ens.members, eqx.is_inexact_array))
+        return jnp.concatenate([x.reshape(x.shape[0], -1) for x in leaves], axis=1)
+
+    anchors = flat(hybrid.fit(physics, make, train, steps=0, **setup))
+    moved = {n: float(jnp.mean(jnp.linalg.norm(
+        flat(hybrid.fit(physics, make, train, steps=40, num_data=n, **setup)) - anchors,
+        axis=1))) for n in (1.0, 1e12)}
+    # measured: 0.016 against 2.79 (parameter distance from the anchor, float64)
+    assert moved[1.0] < moved[1e12] / 10, moved

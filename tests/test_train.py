@@ -163,3 +163,23 @@ def test_cli_train_and_evaluate(tiny_run, tmp_path, capsys):
     text = capsys.readouterr().out
     assert "hybrid" in text and "baseline" in text
     assert json.loads((run / "metrics.json").read_text())["members"] == task.cfg.members
+
+
+def test_splits_are_disjoint_and_training_never_reads_the_test_set(tiny_run, tmp_path):
+    from hybrid.data import load_dataset
+
+    task, out, _ = tiny_run
+    # train_run generated train and validation only: the test split appears with
+    # `neuroscale evaluate`, after the model and its calibration were written
+    fresh = tmp_path / "fresh"
+    train_run(task, fresh, progress=False)
+    assert sorted(p.name for p in (fresh / "data").iterdir()) == ["train", "validation"]
+    evaluate_run(out, progress=False, figures=False)
+    # the three splits hold different trajectories (their initial states all differ)
+    y0 = {s: np.asarray(load_dataset(out / "data" / s).params(slice(None))["y0"])
+          for s in ("train", "validation", "test")}
+    for a in y0:
+        for b in y0:
+            if a < b:
+                dist = np.abs(y0[a][:, None] - y0[b][None]).max(axis=-1)
+                assert dist.min() > 1e-3, (a, b)

@@ -51,3 +51,35 @@ def test_figures_refuse_bad_input(tmp_path):
     with pytest.raises(ValueError, match="at least 2 members"):
         F.rank_histogram_chart(tmp_path / "a.png", ens[:1], ref)
     assert not (tmp_path / "a.png").exists()
+
+
+def test_the_figures_draw_what_the_ensemble_says():
+    # What the charts plot, on ensembles whose answer is known: a calibrated one
+    # (truth and members drawn alike), one 10x too narrow, one 3x too wide.
+    rng = np.random.default_rng(3)
+    # 16,000 points per lead time: the unbiased ratio's denominator, E - V / M, is a
+    # difference whose sampling error is a few percent
+    m, b, t, n = 8, 125, 6, 128
+    centre = rng.normal(size=(b, t, n))
+    ref = centre + rng.normal(size=(b, t, n))
+    noise = rng.normal(size=(m, b, t, n))
+    for factor, flat in ((1.0, True), (0.1, False), (3.0, False)):
+        ens = centre + factor * noise
+        series = F.spread_error_series(ens, ref)
+        # spread is the members' std, error the rmse of their mean, sqrt(1 + f^2 / M)
+        np.testing.assert_allclose(series["spread"], factor, rtol=0.05)
+        np.testing.assert_allclose(series["error"], np.sqrt(1 + factor**2 / m), rtol=0.05)
+        np.testing.assert_allclose(series["ratio"], factor, rtol=0.08)
+        freq = F.rank_frequencies(ens, ref, skip_initial=False)
+        assert freq.shape == (m + 1,) and abs(freq.sum() - 1) < 1e-12
+        ends = freq[0] + freq[-1]
+        if flat:
+            # a calibrated ensemble: flat at 1 / (M + 1)
+            np.testing.assert_allclose(freq, 1 / (m + 1), atol=0.01)
+        elif factor < 1:
+            # under-dispersed: the truth outside the members, a U (exactly 0.887 here)
+            assert ends == pytest.approx(0.887, abs=0.01)
+        else:
+            # over-dispersed: a hump, the end ranks nearly empty (exactly 0.028 here,
+            # against 2 / (M + 1) = 0.22 when calibrated)
+            assert ends == pytest.approx(0.028, abs=0.006)

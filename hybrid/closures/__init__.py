@@ -1,6 +1,7 @@
 """Neural closures: `closure(t, y, args) -> dy` on one unbatched periodic state, added
 to a coarse solver's tendency or state by `hybrid.Hybrid`."""
 
+from ._eddy_viscosity import EddyViscosity as EddyViscosity
 from ._graph_attention import ClusterContext as ClusterContext
 from ._graph_attention import GraphAttentionClosure as GraphAttentionClosure
 from ._multiscale_attention import MultiscaleAttentionClosure as MultiscaleAttentionClosure

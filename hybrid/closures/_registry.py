@@ -1,10 +1,12 @@
 """Closures by name, for configuration files and the command line."""
 
+import functools
 from collections.abc import Callable
 from typing import Any
 
 from jaxtyping import PRNGKeyArray
 
+from ._eddy_viscosity import EddyViscosity
 from ._graph_attention import GraphAttentionClosure
 from ._multiscale_attention import MultiscaleAttentionClosure
 from ._stencil import StencilClosure
@@ -15,6 +17,8 @@ CLOSURES: dict[str, Callable[..., Any]] = {
     "stencil": StencilClosure,
     "attention": MultiscaleAttentionClosure,
     "graph-attention": GraphAttentionClosure,
+    "smagorinsky": functools.partial(EddyViscosity, kind="smagorinsky"),
+    "leith": functools.partial(EddyViscosity, kind="leith"),
 }
 
 
@@ -24,7 +28,8 @@ def make_closure(name: str, ndim: int, *, key: PRNGKeyArray, **kwargs: Any) -> A
     **Arguments:**
 
     - `name`: a key of `CLOSURES`: `"stencil"` (`StencilClosure`), `"attention"`
-      (`MultiscaleAttentionClosure`) or `"graph-attention"` (`GraphAttentionClosure`).
+      (`MultiscaleAttentionClosure`), `"graph-attention"` (`GraphAttentionClosure`),
+      or the classical `"smagorinsky"` / `"leith"` (`EddyViscosity`).
     - `ndim`: spatial dimensions of the state (1 or 2 for the grid closures, 0 for the
       cluster states of `"graph-attention"`, which also needs `sizes` and `parents`).
     - `key`: a `jax.random` key for the initial weights.

@@ -2,6 +2,7 @@
 (`coarse_grain`), and the renormalization of a graph into clusters on several
 scales (`renormalize`, `Renormalization`) for many-body systems on networks."""
 
+from ._filters import METHODS as METHODS
 from ._filters import box_coarse_grain as box_coarse_grain
 from ._filters import coarse_grain as coarse_grain
 from ._filters import spectral_resample as spectral_resample

@@ -9,6 +9,8 @@ from ._fields import space_time_figure as space_time_figure
 from ._fields import vorticity_figure as vorticity_figure
 from ._stability import energy_figure as energy_figure
 from ._uq import fan_chart as fan_chart
+from ._uq import rank_frequencies as rank_frequencies
 from ._uq import rank_histogram_chart as rank_histogram_chart
 from ._uq import spread_error_chart as spread_error_chart
+from ._uq import spread_error_series as spread_error_series
 from ._uq import write_uq_figures as write_uq_figures

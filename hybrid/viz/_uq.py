@@ -109,6 +109,17 @@ def fan_chart(
     return path
 
 
+def spread_error_series(ensemble: Any, ref: Any) -> dict[str, np.ndarray]:
+    """What `spread_error_chart` draws, per lead time `[T]`: `spread` (the members'
+    standard deviation, rms over trajectories and state), `error` (rmse of the ensemble
+    mean), `ratio` (the unbiased spread–skill ratio, `metrics.spread_skill`)."""
+    ens, ref, _ = _check(ensemble, ref)
+    spread, _ = _metrics.spread_and_error(ens, ref, over_time=True)
+    error = _metrics.rmse_over_time(ens.mean(axis=0), ref)
+    ratio = _metrics.spread_skill(ens, ref, over_time=True)
+    return {"spread": np.asarray(spread), "error": np.asarray(error), "ratio": np.asarray(ratio)}
+
+
 def spread_error_chart(
     path: str | Path,
     ensemble: Any,
@@ -117,26 +128,25 @@ def spread_error_chart(
     *,
     title: str | None = None,
 ) -> Path:
-    """Spread and ensemble-mean error against lead time (top) and their ratio, the
-    unbiased spread–skill ratio, with the calibrated value 1 (bottom); see
-    `_metrics.spread_and_error`. Pooled over trajectories and the state.
+    """Spread and ensemble-mean error against lead time (top) and the unbiased
+    spread–skill ratio, with the calibrated value 1 (bottom): `spread_error_series`.
+    Pooled over trajectories and the state.
 
     **Returns:** `path`.
     """
     ens, ref, ts = _check(ensemble, ref, ts)
-    spread, error = (np.asarray(a) for a in _metrics.spread_and_error(ens, ref, over_time=True))
-    ratio = np.where(error > 0, spread / np.where(error > 0, error, 1.0), np.nan)
+    series = spread_error_series(ens, ref)
     plt = _pyplot()
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.0, 5.0), sharex=True,
                                       gridspec_kw={"height_ratios": [2, 1]})
-    top.plot(ts, error, color="k", lw=1.4, label="rmse of the ensemble mean")
-    top.plot(ts, spread, color="C0", lw=1.4, label="spread, sqrt((M+1)/M) x std")
+    top.plot(ts, series["error"], color="k", lw=1.4, label="rmse of the ensemble mean")
+    top.plot(ts, series["spread"], color="C0", lw=1.4, label="spread (members' std)")
     top.set_ylabel("field units")
     top.grid(alpha=0.3)
     top.legend(fontsize=8)
-    bottom.plot(ts, ratio, color="C1", lw=1.4)
+    bottom.plot(ts, series["ratio"], color="C1", lw=1.4)
     bottom.axhline(1.0, color="k", lw=0.8, ls=":")
-    bottom.set_ylabel("spread / error")
+    bottom.set_ylabel("spread / skill (unbiased)")
     bottom.set_xlabel("lead time")
     bottom.grid(alpha=0.3)
     top.set_title(title or f"spread and error against lead time ({ens.shape[0]} members)",
@@ -146,6 +156,20 @@ def spread_error_chart(
     fig.savefig(path, dpi=110)
     plt.close(fig)
     return path
+
+
+def rank_frequencies(ensemble: Any, ref: Any, *, skip_initial: bool = True) -> np.ndarray:
+    """What `rank_histogram_chart` draws: the frequency of each rank `[M+1]` of the
+    reference among the members (`metrics.rank_histogram`, normalised), after the
+    shared initial state with `skip_initial`."""
+    ens, ref, _ = _check(ensemble, ref)
+    if skip_initial:
+        if ref.shape[1] < 2:
+            raise ValueError("`skip_initial` needs at least 2 times.")
+        ens, ref = ens[:, :, 1:], ref[:, 1:]
+    counts = np.asarray(_metrics.rank_histogram(ens, ref))
+    total = counts.sum()
+    return counts / total if total > 0 else counts
 
 
 def rank_histogram_chart(
@@ -164,15 +188,8 @@ def rank_histogram_chart(
 
     **Returns:** `path`.
     """
-    ens, ref, _ = _check(ensemble, ref)
-    if skip_initial:
-        if ref.shape[1] < 2:
-            raise ValueError("`skip_initial` needs at least 2 times.")
-        ens, ref = ens[:, :, 1:], ref[:, 1:]
-    counts = np.asarray(_metrics.rank_histogram(ens, ref))
-    m = ens.shape[0]
-    total = counts.sum()
-    freq = counts / total if total > 0 else counts
+    freq = rank_frequencies(ensemble, ref, skip_initial=skip_initial)
+    m = freq.shape[0] - 1
     plt = _pyplot()
     fig, ax = plt.subplots(figsize=(5.6, 3.6))
     ax.bar(np.arange(m + 1), freq, width=0.85, color="C0")

@@ -34,6 +34,7 @@ class BurgersTask(AbstractTask):
 
     name = "burgers"
     domain_length = 2 * math.pi
+    eddy_viscosity = ("smagorinsky",)
     config_class = BurgersConfig
     defaults = dict(
         seed=0, fine_n=512, coarse_n=32, viscosity=0.01, members=4, train_steps=900,

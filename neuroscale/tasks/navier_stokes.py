@@ -35,6 +35,7 @@ class NavierStokesTask(AbstractTask):
 
     name = "navier-stokes"
     domain_length = 2 * math.pi
+    eddy_viscosity = ("smagorinsky", "leith")
     config_class = NavierStokesConfig
     defaults = dict(
         seed=0, fine_n=128, coarse_n=16, viscosity=2e-3, members=4, train_steps=400,
