@@ -1,39 +1,25 @@
-"""Accuracy–cost frontier of a trained run: error against the cost of the rollout for
-the plain solver at n, 2n, 4n, 8n, 16n and for the hybrid at n; the equivalent
-resolution of the hybrid and its speed-up at equal accuracy.
+"""Accuracy–cost frontier of trained runs: error against the cost of the batched test
+rollout for the plain solver at n, 2n, 4n, 8n, 16n and for the hybrid at n (one member
+and the ensemble); the equivalent resolution of the hybrid and its speed-up at equal
+accuracy, by rmse and by decorrelation time; the peers' figures beside ours.
 
-Everything is recomputed from a run folder (`neuroscale train SYSTEM --out DIR`),
-nothing is hard-coded: the run's held-out test trajectories (`neuroscale.test_set`,
-the set `neuroscale evaluate` scores), filtered to `coarse_n` by the run's own filter
-(`task.coarse_grain`), over the evaluation horizon `eval_horizon`.
+The measurement is `neuroscale`'s own (`neuroscale.measure_frontier`, what
+`neuroscale evaluate` writes into the `frontier` block of `metrics.json`): the run's
+held-out test trajectories (`neuroscale.test_set`) over `eval_horizon` saves; the
+plain solver at `k * coarse_n` points and step `dt / k` from the filtered fine state,
+its output filtered back to `coarse_n`; the hybrid's members deterministic. Error:
+rmse and `corr_time` (time until the pattern correlation drops below 0.95, Kochkov
+et al. 2021). Cost: one compiled rollout of the whole test batch (compilation
+excluded), all variants called in alternation, median CPU time and fastest wall time;
+per trajectory = batch cost / B. Equivalent resolution: log(error) interpolated
+linearly in log(n) between the two bracketing plain solvers; speed-up = that plain
+solver's cost (interpolated the same way) over the hybrid's. Anchors: Kochkov et al.
+(PNAS 2021), 8-10x coarser at equal accuracy, 40-80x faster (TPU, Navier–Stokes);
+Bar-Sinai et al. (PNAS 2019), 4-8x coarser (Burgers).
 
-- **Plain solver at factor k** (k = 1, 2, 4, 8, 16, up to the fine resolution): the
-  known physics at `k * coarse_n`, started from the filtered fine state, step
-  `dt / k` (the CFL scaling of `neuroscale evaluate`), its output filtered to
-  `coarse_n`. k = 1 is the no-closure baseline.
-- **Hybrid** at `coarse_n`, step `dt`: the deterministic ensemble (every member,
-  then their mean, as `metrics.json`'s `hybrid` block), and a single member (its
-  error: the mean over members of each member's own error).
-
-Error: `rmse` against the filtered fine reference over the horizon and `corr_time`
-(time until the pattern correlation drops below 0.95), as `hybrid.metrics` computes
-them for `metrics.json`. Cost: the rollout of the whole batch of test trajectories,
-compiled beforehand (compilation excluded), `block_until_ready`, all variants timed
-in alternation (`_common.time_interleaved`); CPU time of the process per rollout
-(median), with the fastest wall-clock time beside it.
-
-Equivalent resolution: the finest plain solver the hybrid is at least as accurate as,
-with log(error) interpolated linearly in log(n) between the two resolutions that
-bracket the hybrid's error; the speed-up at equal accuracy is the plain solver's CPU
-time at that resolution (interpolated the same way, log-log) over the hybrid's. A
-hybrid more accurate than the finest plain solver measured gets a lower bound (">=").
-Anchor: Kochkov et al. (PNAS 2021), 8-10x coarser at equal accuracy, 40-80x faster
-(on a TPU, Navier–Stokes at Re 1000).
-
-Kuramoto has no grid to refine: its analogue is the fine oscillator simulation (the
-reference's own solver, `fine_n` oscillators at `fine_dt`) against the cluster model
-(Ott–Antonsen network) with and without the closure; error and cost are reported, no
-equivalent resolution.
+Kuramoto has no grid to refine: its analogue is the fine oscillator simulation against
+the cluster model with and without the closure (error and cost, no equivalent
+resolution).
 
     python benchmarks/bench_frontier.py --run DIR [--run DIR ...] [--figure-dir benchmarks]
     python benchmarks/bench_frontier.py --train-quick burgers --out /tmp/frontier_burgers
@@ -42,23 +28,25 @@ equivalent resolution.
 `examples/SYSTEM.py` (`SMALL`) into `--out` (resumed if already there).
 """
 
-import math
-import statistics
 from pathlib import Path
 
 import equinox as eqx
 import jax
 import jax.numpy as jnp
 import numpy as np
-from _common import header, paired_ratio, parse_timing_args, table, time_interleaved, timing_parser
+from _common import header, parse_timing_args, table, timing_parser
 
 import hybrid
 import solvers
-from hybrid import metrics as M
-from neuroscale import build_config, load_run, task_class, test_set, train_run
-
-FACTORS = (1, 2, 4, 8, 16)
-KOCHKOV = "8-10x coarser, 40-80x faster"
+from neuroscale import (
+    build_config,
+    load_run,
+    measure_frontier,
+    task_class,
+    test_set,
+    time_alternating,
+    train_run,
+)
 
 # The small CPU configurations of examples/{burgers,navier_stokes,kuramoto}.py.
 QUICK = {
@@ -84,154 +72,90 @@ def train_quick(system: str, out: Path) -> Path:
     return out
 
 
-def _compiled_rollout(physics_b, y0_b, ts_rel, t0, dt):
-    """The batched plain rollout `[B, T, *state]`, compiled (AOT) for these inputs."""
-    params, static = eqx.partition(physics_b, eqx.is_array)
-
-    def run(params, y0_b):
-        def one(system, y0):
-            sol = solvers.solve(system, y0, ts_rel, dt=dt, t_offset=t0, throw=False)
-            return sol.ys, sol.blowup_index
-
-        return eqx.filter_vmap(one)(eqx.combine(params, static), y0_b)
-
-    compiled = jax.jit(run).lower(params, y0_b).compile()
-    return lambda: compiled(params, y0_b)
-
-
-def _errors(pred, ref, ts_rel) -> dict:
-    return {"rmse": float(M.rmse(pred, ref)), "corr_time": float(M.corr_time(pred, ref, ts_rel))}
-
-
-def equivalent(ns, errs, times, err):
-    """`(n_eq, time_eq, bound)`: the finest resolution whose plain error is still
-    >= `err`, interpolated log-log with the next finer one; `bound` is "" (bracketed),
-    ">=" (better than every resolution measured: n_eq and time_eq are the finest
-    measured) or "<" (worse than the coarsest: None)."""
-    e = [x if np.isfinite(x) else math.inf for x in errs]
-    worse = [i for i, x in enumerate(e) if x >= err]
-    if not worse:
-        return None, None, "<"
-    i = max(worse)
-    if i == len(ns) - 1:
-        return ns[i], times[i], ">="
-    if not np.isfinite(e[i]):
-        # blow-up at n_i: no slope to interpolate on, take the next resolution
-        return ns[i + 1], times[i + 1], ""
-    frac = (math.log(e[i]) - math.log(err)) / (math.log(e[i]) - math.log(e[i + 1]))
-    log_n = math.log(ns[i]) + frac * (math.log(ns[i + 1]) - math.log(ns[i]))
-    log_t = math.log(times[i]) + frac * (math.log(times[i + 1]) - math.log(times[i]))
-    return math.exp(log_n), math.exp(log_t), ""
-
-
 def frontier(run: Path, args) -> dict:
     task, ens = load_run(run)
-    cfg = task.cfg
     test, ys_fine, fine = test_set(task, run, progress=False)
-    ts_rel = np.asarray(test.ts - test.ts[0], np.float64)
-    t0, ref, coarse = test.ts[0], test.ys, test.physics
-    y0 = ref[:, 0]
+    if task.finer_factors:
+        measured = measure_frontier(task, ens, test, ys_fine, fine, repeats=args.repeats)
+        rows = measured["rows"]
+        f = measured["frontier"]
+        summary = []
+        for label, name in (("", "hybrid, one member"), ("ensemble_", "hybrid ensemble")):
+            def fmt(key, label=label):
+                v, bound = f[f"{label}{key}"], f[f"{label}bound" + (
+                    "_corr_time" if key.endswith("corr_time") else "")]
+                return "< 1" if v is None else f"{bound}{v:.2f}"
 
-    variants = {}  # name -> dict(fn, n, dt, post)
-    if task.ndim > 0:
-        for k in FACTORS:
-            n = cfg.coarse_n * k
-            if n > cfg.fine_n:
-                break
-            phys = eqx.filter_vmap(lambda f, n=n: task.coarse_physics(f, n))(fine)
-            y0_n = task.coarse_grain(ys_fine[:, 0], n)
-            variants[f"plain {k}x"] = dict(
-                fn=_compiled_rollout(phys, y0_n, ts_rel, t0, cfg.dt / k), n=n, k=k,
-                dt=cfg.dt / k, post=lambda ys, n=n: task.coarse_grain(ys, cfg.coarse_n))
+            summary.append({"hybrid": name,
+                            "equivalent resolution (rmse)": fmt("equivalent_resolution"),
+                            "speed-up at equal rmse (CPU)": fmt("speedup"),
+                            "equivalent resolution (corr_time)":
+                                fmt("equivalent_resolution_corr_time"),
+                            "speed-up at equal corr_time": fmt("speedup_corr_time"),
+                            "batch": f["batch"]})
+        summary.append({"hybrid": "Kochkov et al. 2021", "equivalent resolution (rmse)": "8-10",
+                        "speed-up at equal rmse (CPU)": "40-80 (TPU)"})
+        summary.append({"hybrid": "Bar-Sinai et al. 2019", "equivalent resolution (rmse)": "4-8"})
     else:
-        variants["cluster model, no closure"] = dict(
-            fn=_compiled_rollout(coarse, y0, ts_rel, t0, cfg.dt), n=cfg.coarse_n, k=1,
-            dt=cfg.dt, post=lambda ys: ys)
-        variants["fine oscillators (reference solver)"] = dict(
-            fn=_compiled_rollout(fine, ys_fine[:, 0], ts_rel, t0, cfg.fine_dt), n=cfg.fine_n,
-            k=None, dt=cfg.fine_dt, post=lambda ys: task.coarse_grain(ys, cfg.coarse_n))
-
-    one = hybrid.Ensemble(jax.tree.map(lambda x: x[:1] if eqx.is_array(x) else x, ens.members),
-                          ens.physics, ens.mode)
-
-    def rollouts(e):
-        sol = e.solve_batch(y0, ts_rel, dt=cfg.dt, physics=coarse, args=test.args, t0=t0,
-                            stochastic=False, calibrated=False)
-        return sol.ys, sol.blowup_index
-
-    def hybrid_all():
-        return rollouts(ens)
-
-    def hybrid_one():
-        return rollouts(one)
-
-    names = list(variants) + ["hybrid ensemble", "hybrid, one member"]
-    fns = [v["fn"] for v in variants.values()] + [hybrid_all, hybrid_one]
-
-    rows, errs = [], {}
-    for name, fn in zip(names, fns, strict=True):
-        ys, blow = fn()
-        if name == "hybrid ensemble":
-            member_errs = [_errors(ys[m], ref, ts_rel) for m in range(ys.shape[0])]
-            errs["hybrid ensemble"] = _errors(jnp.mean(ys, axis=0), ref, ts_rel)
-            errs["hybrid, one member"] = {
-                k: float(np.mean([e[k] for e in member_errs])) for k in ("rmse", "corr_time")}
-            variants[name] = dict(n=cfg.coarse_n, k=1, dt=cfg.dt, blowups=int(jnp.sum(blow >= 0)),
-                                  members=int(ys.shape[0]))
-        elif name == "hybrid, one member":
-            variants[name] = dict(n=cfg.coarse_n, k=1, dt=cfg.dt, blowups=int(jnp.sum(blow >= 0)),
-                                  members=1)
-        else:
-            errs[name] = _errors(variants[name]["post"](ys), ref, ts_rel)
-            variants[name]["blowups"] = int(jnp.sum(blow >= 0))
-        print(f"{run}: {name}: {errs.get(name)}", flush=True)
-
-    samples = time_interleaved(fns, (), repeats=args.repeats, min_time=args.min_time,
-                               warmup=1)
-    cpu = {n: statistics.median(s.cpu) for n, s in zip(names, samples, strict=True)}
-    wall = {n: min(s.wall) for n, s in zip(names, samples, strict=True)}
-    for name in names:
-        v = variants[name]
-        rows.append({
-            "solver": name, "n": v["n"], "dt": v["dt"],
-            "rmse": errs[name]["rmse"], "corr_time": errs[name]["corr_time"],
-            "blow-ups": v["blowups"], "CPU time (ms)": cpu[name] * 1e3,
-            "wall, fastest (ms)": wall[name] * 1e3,
-        })
-
-    summary = []
-    plain = [n for n in names if n.startswith("plain")]
-    for h in ("hybrid ensemble", "hybrid, one member"):
-        hyb_vs_base = paired_ratio(samples[names.index(h)].cpu, samples[0].cpu)
-        row = {"hybrid": h, "rmse": errs[h]["rmse"],
-               "rmse / no-closure rmse": errs[h]["rmse"] / errs[names[0]]["rmse"],
-               "cost / no-closure cost (CPU)": hyb_vs_base}
-        if plain:
-            ns = [variants[p]["n"] for p in plain]
-            n_eq, t_eq, bound = equivalent(ns, [errs[p]["rmse"] for p in plain],
-                                           [cpu[p] for p in plain], errs[h]["rmse"])
-            ct_ns = [errs[p]["corr_time"] for p in plain]
-            # corr_time grows with resolution: the same search on 1 / corr_time
-            n_ct, _, bound_ct = equivalent(ns, [1 / max(c, 1e-12) for c in ct_ns],
-                                           [cpu[p] for p in plain],
-                                           1 / max(errs[h]["corr_time"], 1e-12))
-            row.update({
-                "equivalent n (rmse)": "< n" if n_eq is None else f"{bound}{n_eq:.0f}",
-                "resolution factor": "< 1" if n_eq is None else f"{bound}{n_eq / cfg.coarse_n:.2f}",
-                "speed-up at equal rmse (CPU)": "-" if n_eq is None
-                else f"{bound}{t_eq / cpu[h]:.2f}",
-                "equivalent n (corr_time)": "< n" if n_ct is None else f"{bound_ct}{n_ct:.0f}",
-                "Kochkov et al. 2021": KOCHKOV,
-            })
-        else:
-            fine_name = "fine oscillators (reference solver)"
-            row["speed-up vs fine simulation (CPU)"] = cpu[fine_name] / cpu[h]
-        summary.append(row)
-
+        rows, summary = _clusters(task, ens, test, ys_fine, fine, args), []
+    table_rows = [{"solver": r["solver"], "n": r["n"], "dt": r["dt"], "rmse": r["rmse"],
+                   "corr_time": r["corr_time"], "blow-ups": r["blowups"],
+                   "CPU time (ms)": r["cpu_s"] * 1e3,
+                   "CPU ms / trajectory": r["cpu_s_per_trajectory"] * 1e3,
+                   "wall, fastest (ms)": r["wall_s"] * 1e3} for r in rows]
     if args.figure_dir is not None:
-        _figure(Path(args.figure_dir) / f"frontier_{cfg.task.replace('-', '_')}.png",
-                cfg, rows)
-    return {"cfg": cfg, "rows": rows, "summary": summary, "run": run}
+        _figure(Path(args.figure_dir) / f"frontier_{task.cfg.task.replace('-', '_')}.png",
+                task.cfg, table_rows)
+    return {"cfg": task.cfg, "rows": table_rows, "summary": summary, "run": run}
+
+
+def _clusters(task, ens, test, ys_fine, fine, args) -> list[dict]:
+    """Kuramoto: the cluster model without and with the closure against the fine
+    oscillators, all from the test batch."""
+    cfg = task.cfg
+    ts_rel = tuple(float(t) for t in np.asarray(test.ts - test.ts[0]))
+    ts_np = np.asarray(ts_rel)
+
+    def plain(physics_b, y0_b, dt, post):
+        params, static = eqx.partition(physics_b, eqx.is_array)
+
+        def run(params, y0_b):
+            def one(system, y0):
+                sol = solvers.solve(system, y0, ts_np, dt=dt, t_offset=test.ts[0],
+                                    throw=False)
+                return post(sol.ys), sol.blowup_index
+
+            return eqx.filter_vmap(one)(eqx.combine(params, static), y0_b)
+
+        compiled = jax.jit(run).lower(params, y0_b).compile()
+        return lambda: compiled(params, y0_b)
+
+    one = hybrid.Ensemble(jax.tree.map(lambda x: x[:1] if eqx.is_array(x) else x,
+                                       ens.members), ens.physics, ens.mode)
+
+    def hyb(e):
+        sol = e.solve_batch(test.ys[:, 0], ts_rel, dt=cfg.dt, args=test.args,
+                            physics=test.physics, t0=test.ts[0], stochastic=False,
+                            calibrated=False)
+        return sol.ys[0], sol.blowup_index[0]
+
+    fns = {"cluster model, no closure": plain(test.physics, test.ys[:, 0], cfg.dt,
+                                              lambda ys: ys),
+           "fine oscillators (reference solver)": plain(
+               fine, ys_fine[:, 0], cfg.fine_dt, lambda ys: task.coarse_grain(ys, cfg.coarse_n)),
+           "hybrid, one member": jax.jit(lambda: hyb(one))}
+    costs = time_alternating(fns, args.repeats)
+    rows = []
+    for name, fn in fns.items():
+        ys, blow = fn()
+        rows.append({"solver": name, "n": cfg.fine_n if "fine" in name else cfg.coarse_n,
+                     "dt": cfg.fine_dt if "fine" in name else cfg.dt,
+                     "rmse": float(hybrid.metrics.rmse(ys, test.ys)),
+                     "corr_time": float(hybrid.metrics.corr_time(ys, test.ys, ts_np)),
+                     "blowups": int(jnp.sum(blow >= 0)), "cpu_s": costs[name]["cpu"],
+                     "wall_s": costs[name]["wall"],
+                     "cpu_s_per_trajectory": costs[name]["cpu"] / len(test)})
+    return rows
 
 
 def _figure(path: Path, cfg, rows) -> None:
@@ -257,7 +181,7 @@ def _figure(path: Path, cfg, rows) -> None:
             label = r["solver"] + ("" if "hybrid" not in r["solver"] else f" (n={r['n']})")
             ax.plot(r["CPU time (ms)"] / 1e3, max(r["rmse"], 1e-8), m, color=c, ms=10,
                     label=label)
-    hyb = next(r for r in rows if r["solver"] == "hybrid ensemble")
+    hyb = next(r for r in rows if r["solver"].startswith("hybrid"))
     ax.axhline(hyb["rmse"], color="C3", lw=0.8, ls="--")
     ax.set_xscale("log")
     ax.set_yscale("log")

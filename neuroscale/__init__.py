@@ -8,6 +8,8 @@ from ._config import data_key as data_key
 from ._config import load_config as load_config
 from ._data import test_set as test_set
 from ._data import validation_set as validation_set
+from ._frontier import measure_frontier as measure_frontier
+from ._frontier import time_alternating as time_alternating
 from ._run import evaluate_run as evaluate_run
 from ._run import load_run as load_run
 from ._run import stability_run as stability_run

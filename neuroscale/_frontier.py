@@ -104,7 +104,7 @@ def equivalent(ns, errs, costs, err) -> tuple[float | None, float | None, str]:
     return math.exp(log_n), math.exp(log_c), ""
 
 
-def measure(task, ensemble: hybrid.Ensemble, test: hybrid.Trajectories, fine_ys, fine, *,
+def measure_frontier(task, ensemble: hybrid.Ensemble, test: hybrid.Trajectories, fine_ys, fine, *,
             repeats: int = 5, timing: bool = True) -> dict[str, Any]:
     """The frontier of `ensemble` on the test batch (`neuroscale.test_set`).
 

@@ -262,9 +262,10 @@ def evaluate_run(out: str | Path, *, progress: bool = True, figures: bool = True
                                **metrics}
     finer, finer_curves = {}, {}
     if task.finer_factors:
-        from ._frontier import measure
+        from ._frontier import measure_frontier
 
-        measured = measure(task, ensemble, test, fine_ys, fine, repeats=cfg.frontier_repeats,
+        measured = measure_frontier(task, ensemble, test, fine_ys, fine,
+                                    repeats=cfg.frontier_repeats,
                            timing=cfg.frontier)
         finer, finer_curves = measured["finer"], measured["curves"]
         if cfg.frontier:
