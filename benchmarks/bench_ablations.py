@@ -77,8 +77,14 @@ def _scores(metrics: dict) -> dict:
             "coverage90": uq["coverage90"], "nll": uq["nll"], "blowups": h["blowups"]}
 
 
+def folder_of(out: Path, name: str, seed: int) -> Path:
+    """The run folder of a cell and seed."""
+    slug = "".join(c if c.isalnum() or c in "-." else "_" for c in name)
+    return out / slug / f"seed{seed}"
+
+
 def run_cell(name: str, sets: dict, seed: int, out: Path) -> dict:
-    folder = out / name.replace(" ", "_") / f"seed{seed}"
+    folder = folder_of(out, name, seed)
     result = folder / "ablation.json"
     if result.exists():
         return json.loads(result.read_text())
@@ -132,11 +138,11 @@ def main() -> None:
                 scores = run_cell(name, CELLS[name], seed, out)
             else:
                 run_cell("base", {}, seed, out)
-                path = out / name.replace(" ", "_") / f"seed{seed}.json"
+                path = folder_of(out, name, seed).with_suffix(".json")
                 if path.exists():
                     scores = json.loads(path.read_text())
                 else:
-                    scores = recalibrated(out / "base" / f"seed{seed}", *RECALIBRATED[name])
+                    scores = recalibrated(folder_of(out, "base", seed), *RECALIBRATED[name])
                     path.parent.mkdir(parents=True, exist_ok=True)
                     path.write_text(json.dumps(scores) + "\n")
             results.setdefault(name, []).append(scores)

@@ -24,17 +24,19 @@ def uq_block(ens_ys, ref) -> dict[str, Any]:
     """The probabilistic scores of an ensemble forecast `[M, B, T, *state]` against
     `ref` `[B, T, *state]` over the lead times after the shared initial state:
     `crps`, `spread_skill`, `coverage90` and `coverage50` (the predictive interval,
-    `metrics.coverage`), `pit_coverage90` / `pit_coverage50`, `nll`, the rmse of the
-    ensemble mean and of single members, and the spread–skill ratio per lead time."""
+    `metrics.coverage`), `pit_coverage90` / `pit_coverage50`, `nll`, `spread` (the
+    members' standard deviation, rms), the rmse of the ensemble mean and of single
+    members, and the spread–skill ratio per lead time."""
     ens, r = ens_ys[:, :, 1:], ref[:, 1:]
     if ens.shape[0] < 2:
         # one member: its CRPS is its mean absolute error; no spread to score
         return {"crps": float(M.crps(ens, r, fair=False)), "spread_skill": None,
-                "coverage90": None, "coverage50": None, "pit_coverage90": None,
+                "coverage90": None, "coverage50": None, "pit_coverage90": None, "spread": 0.0,
                 "pit_coverage50": None, "nll": None,
                 "ensemble_mean_rmse": float(M.rmse(ens[0], r)),
                 "member_rmse": float(M.rmse(ens[0], r)), "spread_skill_over_time": None}
     out = dict(M.uq_summary(ens, r))
+    out["spread"] = float(M.spread_and_error(ens, r)[0])
     out["ensemble_mean_rmse"] = float(M.rmse(jnp.mean(ens, axis=0), r))
     out["member_rmse"] = float(np.mean([float(M.rmse(e, r)) for e in ens]))
     out["spread_skill_over_time"] = [
