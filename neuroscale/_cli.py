@@ -36,6 +36,16 @@ def _parser() -> argparse.ArgumentParser:
     train.add_argument("--resume", action="store_true",
                        help="continue an interrupted run exactly where it stopped")
     train.add_argument("--quiet", action="store_true", help="no progress bars")
+    dist = train.add_argument_group(
+        "several processes (jax.distributed; DISTRIBUTED.md)",
+        "every process runs the same command; data generation and the ensemble's "
+        "members are split over them, process 0 writes the run folder's files")
+    dist.add_argument("--distributed", action="store_true",
+                      help="start jax.distributed, detecting the cluster (SLURM, Open MPI)")
+    dist.add_argument("--coordinator", metavar="HOST:PORT",
+                      help="by hand: process 0's address (implies --distributed)")
+    dist.add_argument("--num-processes", type=int, metavar="N", help="by hand: N processes")
+    dist.add_argument("--process-id", type=int, metavar="I", help="by hand: this one, 0..N-1")
 
     ev = sub.add_parser("evaluate", help="a-posteriori evaluation of the model in DIR")
     ev.add_argument("dir", help="a run folder written by `neuroscale train`")
@@ -105,6 +115,17 @@ def main(argv: list[str] | None = None) -> int:
     except ValueError as e:
         print(f"neuroscale: error: {e}", file=sys.stderr)
         return 2
+
+    if args.command == "train" and (args.distributed or args.coordinator is not None
+                                    or args.num_processes is not None
+                                    or args.process_id is not None):
+        from ._distributed import initialize
+
+        try:
+            initialize(args.coordinator, args.num_processes, args.process_id)
+        except ValueError as e:
+            print(f"neuroscale: error: {e}", file=sys.stderr)
+            return 2
 
     from ._run import evaluate_run, stability_run, train_run
 

@@ -19,7 +19,7 @@ import numpy as np
 
 import hybrid
 
-from . import _data
+from . import _data, _distributed
 from ._config import Config, load_config
 from ._task import AbstractTask, task_class
 
@@ -127,7 +127,10 @@ def train_run(task: AbstractTask, out: str | Path, *, resume: bool = False,
     cfg = task.cfg
     out.mkdir(parents=True, exist_ok=True)
     _protect(out, cfg, resume)
-    cfg.save(out / "config.json")
+    # several processes (jax.distributed): all read the folder before process 0 writes
+    _distributed.barrier("neuroscale: run folder checked")
+    if _distributed.is_primary():
+        cfg.save(out / "config.json")
     train = _data.trajectories(task, _data.dataset(task, out, "train", progress=progress))
     kw = _fit_kwargs(task)
     kw.pop("_trained")
@@ -145,8 +148,10 @@ def train_run(task: AbstractTask, out: str | Path, *, resume: bool = False,
             stochastic=cfg.stochastic_closure, features=task.noise_features,
             noise_fit_steps=cfg.noise_fit_steps, return_info=True)
         info["calibrated"] = True
-    hybrid.save(out / "model", ensemble)
-    (out / "uq.json").write_text(json.dumps(info, indent=2) + "\n")
+    if _distributed.is_primary():
+        hybrid.save(out / "model", ensemble)
+        (out / "uq.json").write_text(json.dumps(info, indent=2) + "\n")
+    _distributed.barrier("neuroscale: model written")
     if cfg.baselines:
         _train_baselines(task, out, train, progress)
     return ensemble
@@ -195,7 +200,9 @@ def _train_baselines(task, out: Path, train, progress: bool) -> None:
                          key=jr.fold_in(root_key(task.cfg), _BASELINE_STREAM + i),
                          penalty=penalty, checkpoint_dir=folder / "checkpoints",
                          progress=progress)
-        hybrid.save(folder / "model", ens)
+        if _distributed.is_primary():
+            hybrid.save(folder / "model", ens)
+        _distributed.barrier(f"neuroscale: baseline {name} written")
 
 
 def _evaluate_baselines(task, out: Path, test, physics) -> dict[str, Any]:

@@ -16,6 +16,9 @@ Layout of a data set (one zarr v3 group; `xarray.open_zarr(path)` opens it with 
 - the group's attributes: the format, the full configuration (save times, `dt`, the
   base key, shapes, the user's `config`), library versions, `completed_chunks` (the
   generation chunks fully on disk) and `complete`.
+- only while a multi-process generation runs (or after it was interrupted):
+  `completed_chunks.process-<p>.json`, the chunks process `p` has fully written;
+  process 0 merges them into `completed_chunks` (at the end, or when resuming).
 """
 
 import datetime
@@ -43,6 +46,8 @@ from zarr.codecs import BloscCodec, Crc32cCodec
 
 import solvers
 
+from .. import _distributed
+
 FORMAT = "neuroscale-dataset"
 FORMAT_VERSION = 2
 # Largest storage chunk: big enough that per-chunk overheads vanish, small enough that
@@ -50,6 +55,9 @@ FORMAT_VERSION = 2
 MAX_CHUNK_BYTES = 64 * 2**20
 # The store's own nodes (what `overwrite=True` deletes; anything else there stays).
 _NODES = ("zarr.json", "ys", "time", "blowup_index", "inputs")
+# The completed-chunk record of process p of an interrupted multi-process generation,
+# `<root>/<prefix><p>.json` (merged into the attributes and deleted when it finishes).
+_RECORD_PREFIX = "completed_chunks.process-"
 # Salt of the per-trajectory key handed to `solve` (used only by noisy systems), so
 # that it differs from the key handed to `sample`.
 _NOISE_SALT = 0x6E6F6973
@@ -350,6 +358,7 @@ def generate_dataset(
     progress: bool = True,
     state_dims: Sequence[str] | None = None,
     max_chunk_bytes: int = MAX_CHUNK_BYTES,
+    distributed: bool = True,
 ) -> "Dataset":
     r"""Generate `n_trajectories` reference rollouts into a zarr v3 store, chunk by chunk.
 
@@ -363,7 +372,8 @@ def generate_dataset(
     module's docstring for the layout).
 
     A chunk counts once all of its files are written and flushed to disk and its
-    number is then added to the group's `completed_chunks`: an interrupted run (an
+    number is then added to the group's `completed_chunks` (in a multi-process run,
+    to the record file of the process that wrote it): an interrupted run (an
     exception, or the process killed) loses at most the chunk in flight, and calling
     again with `resume=True` and the same arguments writes only the chunks missing,
     giving the same bytes as an uninterrupted run. Since trajectory $i$ depends only
@@ -403,8 +413,18 @@ def generate_dataset(
       dimensions), e.g. `("node",)`; default `("x",)`, `("y", "x")`, `("z", "y", "x")`.
     - `max_chunk_bytes`: largest storage chunk before compression (default 64 MiB);
       only the layout depends on it, not the data.
+    - `distributed`: in a multi-process JAX program (`jax.distributed.initialize`
+      called, `jax.process_count() > 1`), split the chunks over the processes
+      (default). Every process then makes the same call with the same arguments, on a
+      `path` that all of them see (a shared file system): process 0 alone creates or
+      checks the store and writes its attributes; each process generates every
+      $P$-th missing chunk, writes its storage chunks (never shared with another
+      chunk) and records them in its own file; process 0 marks the data set complete
+      once every process is done. The bytes are those of a single-process run. With
+      `False`, this process generates every chunk by itself (and no other process
+      may write to `path`).
 
-    **Returns:** the `Dataset` at `path`.
+    **Returns:** the `Dataset` at `path` (on every process).
     """
     root = pathlib.Path(path)
     ts_np = _check_ts(ts)
@@ -422,6 +442,8 @@ def generate_dataset(
         raise ValueError(f"`solve_kwargs` must not set {clash}: generate_dataset sets them.")
     if resume and overwrite:
         raise ValueError("`resume` and `overwrite` are exclusive: pass at most one.")
+    if not isinstance(distributed, bool):
+        raise ValueError(f"`distributed` must be a bool, got {distributed!r}.")
     config = _json_normalise({} if config is None else dict(config), "config")
     key_json = _key_to_json(key)
 
@@ -469,39 +491,49 @@ def generate_dataset(
         "config": config,
         "completed_chunks": [],
     }
-    old = _prepare_directory(root, attrs, resume=resume, overwrite=overwrite)
     n_chunks = math.ceil(n_trajectories / chunk_size)
+    n_proc, proc = ((jax.process_count(), jax.process_index()) if distributed else (1, 0))
 
-    if old is None:
-        group = zarr.create_group(root, zarr_format=3, attributes=attrs)
-    else:
-        attrs["created"] = old["created"]
+    # 1. One writer for the store's metadata: this process alone, or process 0 of a
+    #    multi-process run while the others wait (`all_ok` is also the barrier).
+    error, prepared = None, None
+    if proc == 0:
+        try:
+            prepared = _prepare_store(root, attrs, n_chunks, resume=resume,
+                                      overwrite=overwrite, max_chunk_bytes=max_chunk_bytes)
+        except Exception as e:  # reported to every process by all_ok
+            error = e
+    if n_proc > 1:
+        _distributed.all_ok(error, f"generate_dataset: preparing {str(root)!r}")
+    elif error is not None:
+        raise error
+    if prepared is None:
+        # another process of the run prepared the store: read what it recorded
         group = zarr.open_group(root, mode="r+", zarr_format=3, use_consolidated=False)
-    arrays, rebuilt = _create_arrays(group, attrs, max_chunk_bytes, keep=old is not None)
-    if rebuilt:
-        _fsync(root / "time" / arrays["time"].metadata.encode_chunk_key((0,)))
-
-    # Chunks recorded as done that still have all their files (a file deleted since
-    # is regenerated); nothing is read.
-    done = set() if old is None else set(old["completed_chunks"]) & set(range(n_chunks))
-    for arr in arrays.values():
-        if arr is not arrays["time"]:
-            done -= {c for c, _, f in _chunk_files(root, arr, sorted(done), chunk_size,
-                                                   n_trajectories) if not f.is_file()}
-    if old is not None and old["complete"] and not rebuilt and len(done) == n_chunks:
+        _, stored = _attrs_of(root)
+        arrays = {name: arr.with_config({"write_empty_chunks": True})
+                  for name, arr in _open_arrays(root, group, stored).items()}
+        attrs.update(created=stored["created"], completed_chunks=stored["completed_chunks"],
+                     complete=stored["complete"])
+        prepared = group, arrays, set(stored["completed_chunks"])
+    group, arrays, done = prepared
+    if attrs["complete"]:
         return Dataset(root)
-    # The attributes are always written whole (one atomic replace of zarr.json).
-    attrs["completed_chunks"] = sorted(done)
-    group.update_attributes(attrs)
 
+    # 2. Every process generates its share of the missing chunks (round robin over
+    #    them, so that a resumed run stays balanced) into its own storage chunks:
+    #    storage chunks never straddle generation chunks, so no file has two writers.
+    todo = [c for c in range(n_chunks) if c not in done]
+    mine = todo[proc::n_proc]
     from tqdm.auto import tqdm
 
-    bar = tqdm(total=n_chunks, initial=len(done), disable=not progress, unit="chunk",
-               desc=f"generate_dataset {root.name}")
+    desc = f"generate_dataset {root.name}" + (f" [{proc}/{n_proc}]" if n_proc > 1 else "")
+    bar = tqdm(total=n_chunks if n_proc == 1 else len(mine),
+               initial=len(done) if n_proc == 1 else 0, disable=not progress,
+               unit="chunk", desc=desc)
+    error = None
     try:
-        for c in range(n_chunks):
-            if c in done:
-                continue
+        for c in mine:
             start = c * chunk_size
             size = min(chunk_size, n_trajectories - start)
             ys, blowup, systems, y0s = _run_chunk(
@@ -538,12 +570,100 @@ def generate_dataset(
             for f in [*files, *{f.parent for f in files}]:
                 _fsync(f)
             done.add(c)
-            attrs["completed_chunks"] = sorted(done)
-            group.update_attributes(attrs)
+            if n_proc == 1:
+                attrs["completed_chunks"] = sorted(done)
+                group.update_attributes(attrs)
+            else:
+                # one record file per process: the group's attributes keep one writer
+                _write_record(root, proc, sorted(set(mine) & done))
             bar.update(1)
+    except Exception as e:
+        if n_proc == 1:
+            raise
+        error = e
     finally:
         bar.close()
-    attrs.update(complete=True, completed=_now())
+
+    # 3. Every chunk on disk: the one writer marks the data set complete.
+    if n_proc > 1:
+        _distributed.all_ok(error, "generate_dataset: generating chunks")
+    if proc == 0:
+        try:
+            done |= _recorded_chunks(root)
+            missing = sorted(set(range(n_chunks)) - done)
+            if missing:
+                raise RuntimeError(f"generate_dataset: chunks {missing} of {str(root)!r} "
+                                   "were not recorded as written.")
+            _finish_store(root, group, attrs, done)
+        except Exception as e:
+            error = e
+    if n_proc > 1:
+        _distributed.all_ok(error, f"generate_dataset: finishing {str(root)!r}")
+    elif error is not None:
+        raise error
+    return Dataset(root)
+
+
+def _record_path(root: pathlib.Path, proc: int) -> pathlib.Path:
+    return root / f"{_RECORD_PREFIX}{proc}.json"
+
+
+def _write_record(root: pathlib.Path, proc: int, chunks: list[int]) -> None:
+    _distributed.write_atomic(_record_path(root, proc),
+                              json.dumps({"process": proc, "completed_chunks": chunks}))
+
+
+def _recorded_chunks(root: pathlib.Path) -> set[int]:
+    """The chunks recorded in the per-process record files of a multi-process run."""
+    out: set[int] = set()
+    for f in root.glob(f"{_RECORD_PREFIX}*.json"):
+        try:
+            out.update(int(c) for c in json.loads(f.read_text())["completed_chunks"])
+        except (ValueError, KeyError, TypeError):
+            pass  # a record cut by a crash only loses its chunks (they are redone)
+    return out
+
+
+def _prepare_store(root: pathlib.Path, attrs: dict[str, Any], n_chunks: int, *,
+                   resume: bool, overwrite: bool, max_chunk_bytes: int):
+    """Create or continue the store (the metadata writer's part): returns the group,
+    its arrays and the chunks already done, with `attrs` updated and written."""
+    old = _prepare_directory(root, attrs, resume=resume, overwrite=overwrite)
+    if old is None:
+        group = zarr.create_group(root, zarr_format=3, attributes=attrs)
+    else:
+        attrs["created"] = old["created"]
+        group = zarr.open_group(root, mode="r+", zarr_format=3, use_consolidated=False)
+    arrays, rebuilt = _create_arrays(group, attrs, max_chunk_bytes, keep=old is not None)
+    if rebuilt:
+        _fsync(root / "time" / arrays["time"].metadata.encode_chunk_key((0,)))
+
+    # Chunks recorded as done (in the attributes, or in the record files of an
+    # interrupted multi-process run) that still have all their files (a file deleted
+    # since is regenerated); nothing is read.
+    chunk_size, n = attrs["chunk_size"], attrs["n_trajectories"]
+    done = (set() if old is None else
+            (set(old["completed_chunks"]) | _recorded_chunks(root)) & set(range(n_chunks)))
+    for arr in arrays.values():
+        if arr is not arrays["time"]:
+            done -= {c for c, _, f in _chunk_files(root, arr, sorted(done), chunk_size, n)
+                     if not f.is_file()}
+    if old is not None and old["complete"] and not rebuilt and len(done) == n_chunks:
+        attrs.update(completed_chunks=old["completed_chunks"], complete=True)
+        return group, arrays, done
+    # The attributes are always written whole (one atomic replace of zarr.json), then
+    # the merged records can go.
+    attrs["completed_chunks"] = sorted(done)
+    group.update_attributes(attrs)
+    _fsync(root / "zarr.json")
+    for f in root.glob(f"*{_RECORD_PREFIX}*"):  # with temporaries of a crash
+        f.unlink()
+    return group, arrays, done
+
+
+def _finish_store(root: pathlib.Path, group: zarr.Group, attrs: dict[str, Any],
+                  done: set[int]) -> None:
+    attrs.update(completed_chunks=sorted(done), complete=True, completed=_now())
     group.update_attributes(attrs)
     with warnings.catch_warnings():
         # "Consolidated metadata is not part of the v3 spec" -- readers that do not know
@@ -551,7 +671,8 @@ def generate_dataset(
         warnings.simplefilter("ignore", zarr.errors.ZarrUserWarning)
         zarr.consolidate_metadata(root, zarr_format=3)
     _fsync(root / "zarr.json")
-    return Dataset(root)
+    for f in root.glob(f"*{_RECORD_PREFIX}*"):  # with temporaries of a crash
+        f.unlink()
 
 
 def _prepare_directory(root: pathlib.Path, attrs: Mapping[str, Any], *, resume: bool,
@@ -581,7 +702,7 @@ def _prepare_directory(root: pathlib.Path, attrs: Mapping[str, Any], *, resume: 
                 shutil.rmtree(root / name)
             elif (root / name).exists():
                 (root / name).unlink()
-        for partial in root.glob("zarr.*.partial"):
+        for partial in [*root.glob("zarr.*.partial"), *root.glob(f"*{_RECORD_PREFIX}*")]:
             partial.unlink()
         return None
     if not resume:

@@ -17,7 +17,7 @@ from tqdm.auto import tqdm
 
 import solvers
 
-from .. import _checks
+from .. import _checks, _distributed
 from .._ensemble import METHODS, Ensemble
 from .._keys import stream
 from ..data import Trajectories
@@ -219,7 +219,12 @@ def fit(
     - `penalty`: `(pred [h, *state], target [h, *state]) -> scalar`, added to each
       window's loss (e.g. weighted physics terms).
     - `stop_after`: stop after that many steps, as if interrupted (for tests).
-    - `devices`: the devices to split members over (default all).
+    - `devices`: the devices to split members over (default all, of every process).
+
+    Several processes (`jax.distributed`, DISTRIBUTED.md): every process makes the
+    same call; the members are split over the devices of all processes (`members` a
+    multiple of the process count), orbax writes each process's share of the
+    checkpoints, and every process returns the whole ensemble.
 
     **Returns:** a `hybrid.Ensemble` (closures stacked, `physics`, `mode`, `method`).
 
@@ -329,7 +334,7 @@ def fit(
     data = replicate(data, mesh)
     end = steps if stop_after is None else min(steps, int(stop_after))
     bar = tqdm(range(start, end), initial=start, total=steps,
-               disable=not progress or start >= end,
+               disable=not progress or start >= end or not _distributed.is_primary(),
                desc=f"fit x{members} ({method})", unit="step")
     t_last = time.perf_counter()
     for step in bar:
@@ -340,6 +345,9 @@ def fit(
         done = step + 1
         if ckpt is not None and (done % checkpoint_every == 0 or done == steps):
             ckpt.save(done, params, opt_state)
+        if callback is not None or done % 10 == 0 or done == end:
+            # several processes: every process gets every member's numbers (a collective)
+            metrics = _distributed.to_host(metrics)
         if callback is not None:
             callback(done, {k: np.asarray(v) for k, v in metrics.items()})
         if done % 10 == 0 or done == end:
@@ -353,5 +361,8 @@ def fit(
             bar.set_postfix(mse=f"{mse.mean():.3g}", horizon=h)
     if ckpt is not None:
         ckpt.close()
+    if jax.process_count() > 1:
+        # every process returns the whole trained ensemble, as in a single-process run
+        params = jtu.tree_map(jnp.asarray, _distributed.to_host(params))
     return Ensemble(eqx.combine(params, static), physics, mode, method,
                     members if method == "mc-dropout" else None)

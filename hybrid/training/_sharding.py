@@ -12,7 +12,9 @@ vmapped function in `jax.shard_map` instead: each device runs it on its own bloc
 members with no communication at all (checked in tests/test_sharding.py on the
 compiled program). The same code runs on one CPU, several GPUs, or several hosts
 (`jax.distributed.initialize()` first; every process builds the same full arrays from
-the run's seed and contributes its own shards).
+the run's seed and contributes its own shards; `members_mesh` then gives every
+process the same number of devices, and `fit` gathers the trained members back onto
+every process; DISTRIBUTED.md).
 
 Usage (what `Trainer.step` becomes)::
 
@@ -56,15 +58,37 @@ def members_mesh(size: int, devices: Sequence[Any] | None = None) -> Mesh:
 
     With one device, or a `size` sharing no factor with the device count, the mesh has
     one device and sharding is a no-op.
+
+    Several processes (`jax.distributed`): every process must hold members (a process
+    without any would have nothing to train and no result), so the mesh takes the
+    same number $k$ of devices from each of the $P$ processes, the largest with
+    $kP$ dividing `size`, in process order (members $[0, M/P)$ on process 0, ...).
+    Raises `ValueError` when `size` is not a multiple of $P$ or `devices` leaves a
+    process out.
     """
     if isinstance(size, bool) or not isinstance(size, int) or size < 1:
         raise ValueError(f"`size` must be a positive int (the number of members), got {size!r}.")
     devices = list(jax.devices() if devices is None else devices)
     if not devices:
         raise ValueError("`devices` must not be empty.")
-    d = max(k for k in range(1, len(devices) + 1) if size % k == 0)
+    n_proc = jax.process_count()
+    if n_proc == 1:
+        d = max(k for k in range(1, len(devices) + 1) if size % k == 0)
+        chosen = devices[:d]
+    else:
+        by_process = [[x for x in devices if x.process_index == p] for p in range(n_proc)]
+        left_out = [p for p, ds in enumerate(by_process) if not ds]
+        if left_out:
+            raise ValueError(f"`devices` must include devices of every one of the {n_proc} "
+                             f"processes; processes {left_out} have none.")
+        if size % n_proc:
+            raise ValueError(f"`size` ({size} members) must be a multiple of the number of "
+                             f"processes ({n_proc}), so that every process trains members.")
+        per = min(len(ds) for ds in by_process)
+        k = max(k for k in range(1, per + 1) if size % (k * n_proc) == 0)
+        chosen = [x for ds in by_process for x in ds[:k]]
     # Auto axis: the partitioner propagates the member sharding through vmap and jit.
-    return Mesh(np.array(devices[:d]), (MEMBERS,), axis_types=(AxisType.Auto,))
+    return Mesh(np.array(chosen), (MEMBERS,), axis_types=(AxisType.Auto,))
 
 
 def _put(x, sharding: NamedSharding):
