@@ -65,6 +65,10 @@ class Config:
     fine_dt: float = data_key(0.005)
     t_spinup: float = data_key(2.0)
     t_train: float = data_key(20.0)
+    # observational noise on the training and validation data (the test truth stays
+    # clean): relative level eta, `gaussian` (additive) or `lognormal` (multiplicative)
+    obs_noise: float = 0.0
+    obs_noise_kind: str = "gaussian"
     # evaluation: long-rollout stability (x the training horizon), the baselines the
     # field compares with (trained with the model: classical eddy viscosity, one-step
     # "a-priori" training, one deterministic network), the timed accuracy-cost frontier
@@ -104,11 +108,12 @@ _POSITIVE_INT = ("fine_n", "coarse_n", "members", "train_steps", "horizon", "eva
 _POSITIVE = ("learning_rate", "dt", "save_dt", "fine_dt", "t_train", "prior_scale",
              "prior_min_std")
 _NON_NEGATIVE = ("physics_weight", "t_spinup", "noise_std", "prior_function_scale",
-                 "ood_viscosity", "num_data")
+                 "ood_viscosity", "num_data", "obs_noise")
 _CHOICES = {
     "mode": ("tendency", "correction"),
     "ensemble": ENSEMBLES,
     "stochastic_closure": ("auto", "none", "diagonal", "state"),
+    "obs_noise_kind": ("gaussian", "lognormal"),
 }
 
 

@@ -18,6 +18,8 @@ from ._task import AbstractTask
 # fold_in streams of the run's seed for the data splits (the library's own streams,
 # hybrid/_keys.py, use other numbers under the same root key; the Kuramoto graph 10)
 SPLITS = {"train": 0, "test": 1, "validation": 4, "ood": 7}
+# the observational noise of a split draws from fold_in(seed, 40 + its stream)
+_NOISE_STREAM = 40
 
 
 def _ts(task: AbstractTask, duration: float) -> np.ndarray:
@@ -96,11 +98,25 @@ def trajectories(task: AbstractTask, ds, *, saves: int | None = None,
     return hybrid.Trajectories(ys, ts, args=args, physics=coarse)
 
 
+def observed(task: AbstractTask, data: hybrid.Trajectories, split: str) -> hybrid.Trajectories:
+    """`data` of a training or validation `split` through the run's observational noise
+    (`obs_noise`, `obs_noise_kind`); unchanged without noise."""
+    cfg = task.cfg
+    key = jr.fold_in(jr.PRNGKey(cfg.seed), _NOISE_STREAM + SPLITS[split])
+    return hybrid.data.observe(data, cfg.obs_noise, key=key, kind=cfg.obs_noise_kind)
+
+
+def training_set(task: AbstractTask, out: Path, *, progress: bool = True):
+    """The training trajectories (observed through `obs_noise`), `hybrid.Trajectories`."""
+    ds = dataset(task, out, "train", progress=progress)
+    return observed(task, trajectories(task, ds), "train")
+
+
 def validation_set(task: AbstractTask, out: Path, *, progress: bool = True):
-    """The validation trajectories over `eval_horizon` saves (what `calibrate` fits on),
-    as `hybrid.Trajectories`."""
+    """The validation trajectories over `eval_horizon` saves (what `calibrate` fits on,
+    observed through `obs_noise`), as `hybrid.Trajectories`."""
     ds = dataset(task, out, "validation", progress=progress)
-    return trajectories(task, ds, saves=task.cfg.eval_horizon)
+    return observed(task, trajectories(task, ds, saves=task.cfg.eval_horizon), "validation")
 
 
 def test_set(task: AbstractTask, out: Path, *, progress: bool = True):

@@ -131,7 +131,7 @@ def train_run(task: AbstractTask, out: str | Path, *, resume: bool = False,
     _distributed.barrier("neuroscale: run folder checked")
     if _distributed.is_primary():
         cfg.save(out / "config.json")
-    train = _data.trajectories(task, _data.dataset(task, out, "train", progress=progress))
+    train = _data.training_set(task, out, progress=progress)
     kw = _fit_kwargs(task)
     kw.pop("_trained")
     ensemble = hybrid.fit(train.physics_of(0), task.make_closure, train, **kw,

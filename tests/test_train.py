@@ -183,3 +183,16 @@ def test_splits_are_disjoint_and_training_never_reads_the_test_set(tiny_run, tmp
             if a < b:
                 dist = np.abs(y0[a][:, None] - y0[b][None]).max(axis=-1)
                 assert dist.min() > 1e-3, (a, b)
+
+
+def test_observational_noise_reaches_validation_but_not_the_test_truth(tiny_run):
+    from neuroscale import test_set, validation_set
+
+    _, out, _ = tiny_run
+    clean, noisy = _task(), _task(["obs_noise=0.05"])
+    v_clean = validation_set(clean, out, progress=False)
+    v_noisy = validation_set(noisy, out, progress=False)
+    rel = float(np.std(v_noisy.ys - v_clean.ys) / np.sqrt(np.mean(v_clean.ys**2)))
+    assert rel == pytest.approx(0.05, rel=0.1)
+    np.testing.assert_array_equal(test_set(noisy, out, progress=False)[0].ys,
+                                  test_set(clean, out, progress=False)[0].ys)
