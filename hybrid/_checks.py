@@ -5,6 +5,7 @@ from typing import Any
 
 import jax
 import jax.random as jr
+import numpy as np
 
 
 def positive_int(value: Any, name: str, minimum: int = 1) -> int:
@@ -53,8 +54,6 @@ def prng_key(key: Any, name: str = "key") -> Any:
 
 def key_data(key: Any) -> list[int]:
     """The key's bits as a list (for signatures)."""
-    import numpy as np
-
     if jax.dtypes.issubdtype(key.dtype, jax.dtypes.prng_key):
         key = jr.key_data(key)
     return np.asarray(key).ravel().tolist()

@@ -6,7 +6,10 @@ from jaxtyping import PRNGKeyArray
 
 # One number per use, never reused. `fit`: initial members, the per-step window keys,
 # the prior and its anchors, the members' fixed target perturbations. `calibrate`:
-# the residual windows and the validation rollouts. `evaluate`: test rollouts.
+# the residual windows and the validation rollouts. `evaluate`: test rollouts. (The
+# pipeline folds its own streams into the same root key: data splits 0, 1, 4, 7, the
+# graph 10, calibration 20, evaluation 21, baselines 30+, observation noise 40+; none
+# of them is a number here.)
 STREAMS: dict[str, int] = {
     "members": 2,
     "steps": 3,
@@ -16,7 +19,6 @@ STREAMS: dict[str, int] = {
     "noise_fit": 11,
     "validation_rollouts": 12,
     "test_rollouts": 13,
-    "prior_function": 14,
 }
 
 

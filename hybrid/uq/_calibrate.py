@@ -47,11 +47,19 @@ def _take(tree: Any, index: Any) -> Any:
     return jtu.tree_map(lambda x: x[index] if eqx.is_array(x) and x.ndim else x, tree)
 
 
-def _deterministic(ensemble):
-    # the members themselves: no stochastic term, no inflation; MC dropout: the mean
-    # network (its stored masks are unset)
-    method = "deep" if ensemble.method == "mc-dropout" else ensemble.method
-    return type(ensemble)(ensemble.members, ensemble.physics, ensemble.mode, method, None)
+def _members(ensemble):
+    """The members alone: no stochastic term, no inflation."""
+    return type(ensemble)(ensemble.members, ensemble.physics, ensemble.mode, ensemble.method,
+                          ensemble.realisations)
+
+
+def _mean_networks(ensemble):
+    """The trained networks as deterministic members: for MC dropout the one network
+    without masks (the mean network of inverted dropout), whose residuals the
+    stochastic term models."""
+    if ensemble.method != "mc-dropout":
+        return _members(ensemble)
+    return type(ensemble)(ensemble.members, ensemble.physics, ensemble.mode, "deep")
 
 
 @eqx.filter_jit
@@ -90,7 +98,7 @@ def residuals(
         seed = _checks.key_data(key) if key is not None else [0]
         rng = np.random.default_rng(seed)
         windows = windows[np.sort(rng.choice(len(windows), max_windows, replace=False))]
-    det = _deterministic(ensemble)
+    det = _mean_networks(ensemble)
     interval = steps * data.save_dt
     out = []
     for c in range(0, len(windows), _WINDOW_CHUNK):
@@ -182,10 +190,7 @@ def calibrate(
     template = noise_template(stochastic, physics, val.state_shape, features)
     info: dict[str, Any] = {"stochastic_closure": "none" if template is None else
                             type(template).__name__, "noise_fit_steps": noise_fit_steps}
-    base = _deterministic(ensemble)
-    if ensemble.method == "mc-dropout":
-        base = type(ensemble)(ensemble.members, ensemble.physics, ensemble.mode,
-                              "mc-dropout", ensemble.realisations)
+    base = _members(ensemble)
     noise = None
     if template is not None:
         states, res, interval = residuals(ensemble, val, dt=dt, steps=noise_fit_steps,
