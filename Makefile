@@ -27,6 +27,7 @@ bench: $(STAMP)
 	$(PY) benchmarks/bench_gradients.py
 	$(PY) benchmarks/bench_navier_stokes.py
 	$(PY) benchmarks/bench_kuramoto.py
+	$(PY) benchmarks/bench_graph_burgers.py
 
 lint: $(STAMP)
 	$(PY) -m pip install --quiet ruff
