@@ -131,7 +131,7 @@ def measure_frontier(task, ensemble: hybrid.Ensemble, test: hybrid.Trajectories,
         phys = eqx.filter_vmap(lambda f, k=k: task.finer(f, k)[0])(fine)
         fns[f"plain {k}x"] = _plain(phys, grain(fine_ys[:, 0]), ts_rel, test.ts[0], dt_k)
         info[f"plain {k}x"] = dict(n=cfg.coarse_n * k, k=k, dt=dt_k,
-                                   post=lambda ys: task.coarse_grain(ys, cfg.coarse_n))
+                                   post=lambda ys, k=k: task.finer_to_coarse(ys, k))
     one = hybrid.Ensemble(jax.tree.map(lambda x: x[:1] if eqx.is_array(x) else x,
                                        ensemble.members), ensemble.physics, ensemble.mode)
     fns["hybrid, one member"] = _hybrid(one, test, ts_rel, cfg.dt)

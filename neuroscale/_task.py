@@ -141,6 +141,12 @@ class AbstractTask(eqx.Module):
         return (self.coarse_physics(fine, n), self.cfg.dt / factor,
                 lambda y, n=n: self.coarse_grain(y, n))
 
+    def finer_to_coarse(self, ys: Any, factor: int) -> Any:
+        """A trajectory of the `factor`-times finer solver (`finer`) mapped onto the
+        coarse state, to be scored against the coarse reference (default:
+        `coarse_grain(ys, coarse_n)`)."""
+        return self.coarse_grain(ys, self.cfg.coarse_n)
+
     def figures(self, out: Path, ts: Any, ref: Any, hybrid_mean: Any, base: Any) -> dict[str, str]:
         """Task-specific figures of one held-out trajectory (`[T, *state]` each),
         written into `out`; returns file name -> caption. None by default."""

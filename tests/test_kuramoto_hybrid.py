@@ -208,6 +208,30 @@ def test_task_pieces_fit_together():
         task.coarse_grain(theta0, 16)
 
 
+def test_finer_cluster_models_map_back_onto_the_clusters():
+    # The "finer solvers" of the task: the cluster model alone on 2x / 4x more clusters
+    # of the same graph, and the oscillators themselves. Mapped back onto the task's
+    # clusters, a finer state of the same phases is the task's state exactly (the
+    # order parameter of a cluster is the node-weighted mean of its parts').
+    task = make_task(_cfg())
+    assert task.finer_factors == (2, 4, 150)
+    fine, theta0 = eqx.filter_jit(task.sample)(jr.PRNGKey(0))
+    direct = task.coarse_grain(theta0, 8)
+    for k in (2, 4):
+        physics, dt, grain = task.finer(fine, k)
+        finer_state = grain(theta0)
+        assert finer_state.shape == (8 * k, 2) and physics.state_shape == (8 * k, 2)
+        assert dt == task.cfg.dt
+        np.testing.assert_allclose(task.finer_to_coarse(finer_state[None], k)[0], direct,
+                                   atol=1e-5)
+        # and the finer model is a different one, not the task's clusters again
+        assert not np.allclose(physics.omega[:8], task.coarse_physics(fine, 8).omega)
+    physics, dt, grain = task.finer(fine, 150)
+    assert physics is fine and dt == task.cfg.fine_dt
+    np.testing.assert_allclose(task.finer_to_coarse(grain(theta0), 150), direct)
+    assert task.finer(fine, 8) is None
+
+
 def test_config_checks_for_kuramoto():
     with pytest.raises(ValueError, match=r"`heads` \(3\) must divide `width` \(32\)"):
         build_config(KURAMOTO, sets=["heads=3"])

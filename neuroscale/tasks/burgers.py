@@ -21,7 +21,7 @@ class BurgersConfig(Config):
     """Burgers keys: `viscosity` $\\nu$ and the coarse-graining `filter`."""
 
     viscosity: float = data_key(0.01)
-    filter: str = data_key("spectral")
+    filter: str = data_key("dealiased")
 
 
 class BurgersTask(AbstractTask):
@@ -38,7 +38,7 @@ class BurgersTask(AbstractTask):
     config_class = BurgersConfig
     defaults = dict(
         seed=0, fine_n=512, coarse_n=32, viscosity=0.01, members=4, train_steps=900,
-        horizon=16, eval_horizon=200, closure="stencil", depth=4, dt=0.05, save_dt=0.1,
+        horizon=16, eval_horizon=200, closure="stencil", depth=4, dt=0.1, save_dt=0.1,
         fine_dt=0.005, t_spinup=2.0, t_train=20.0, n_train=32, n_test=8,
     )
 
