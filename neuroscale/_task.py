@@ -160,6 +160,8 @@ def _builtin() -> dict[str, type]:
 
     found: dict[str, type] = {}
     for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("_"):  # helpers shared by tasks (`_network`)
+            continue
         module = importlib.import_module(f"{package.__name__}.{info.name}")
         for obj in vars(module).values():
             if (isinstance(obj, type) and issubclass(obj, AbstractTask)

@@ -1,6 +1,7 @@
 """`solve`: integrate any `AbstractSystem` and save at given times."""
 
 import math
+from collections.abc import Callable
 from typing import Any
 
 import diffrax
@@ -276,6 +277,7 @@ def solve(
     throw: bool = True,
     checkpoint_levels: int | None = None,
     t_offset: ArrayLike = 0.0,
+    save_fn: Callable[[PyTree[Array]], PyTree[Array]] | None = None,
 ) -> Solution:
     r"""Integrate `system` from `ts[0]` and save the physical state at `ts`.
 
@@ -307,9 +309,13 @@ def solve(
       `None` picks it from the number of steps.
     - `t_offset`: the run covers `ts + t_offset`. Unlike `ts` it may be traced, e.g.
       a random start time drawn inside a jit-compiled training step.
+    - `save_fn`: `None` (save the state) or a function of one physical state whose
+      output is saved instead, at every save time and for `y0` (diffrax's
+      `SaveAt(fn=...)`), e.g. a coarse-graining: a long fine rollout is then never
+      held whole, only its coarse saves. Blow-ups are still detected on the state.
 
-    **Returns:** a `Solution` with `ts` `[T]`, `ys` `[T, *y0.shape]`, `stats` and
-    `blowup_index`.
+    **Returns:** a `Solution` with `ts` `[T]`, `ys` `[T, *y0.shape]` (or `[T, ...]`
+    of `save_fn`'s output), `stats` and `blowup_index`.
     """
     if not isinstance(system, AbstractSystem):
         raise ValueError(
@@ -327,6 +333,9 @@ def solve(
         )
     if not isinstance(max_steps, int) or max_steps < 1:
         raise ValueError(f"`max_steps` must be a positive int, got {max_steps!r}.")
+    if save_fn is not None and not callable(save_fn):
+        raise ValueError(f"`save_fn` must be None or a callable of the state, got {save_fn!r}.")
+    save = (lambda y: y) if save_fn is None else save_fn
 
     dtype = jnp.result_type(y0)
     ts_arr = jnp.asarray(ts_np, dtype=dtype) + jnp.asarray(t_offset, dtype)
@@ -358,17 +367,17 @@ def solve(
     solver = system.wrap_solver(solver)
 
     if len(ts_np) == 1:
-        ys = jtu.tree_map(lambda x: x[None], y0)
+        ys = jtu.tree_map(lambda x: x[None], save(y0))
         return Solution(ts_arr, ys, {"num_steps": 0}, jnp.array(-1, jnp.int32))
 
     if stepsize_controller is None:
         ys, finite, num_steps = _solve_fixed(
             system, solver, terms, y0, z0, ts_np, ts_dtype, dt, args, dtype,
-            checkpoint_levels, jnp.asarray(t_offset, dtype),
+            checkpoint_levels, jnp.asarray(t_offset, dtype), save,
         )
         stats = {"num_steps": num_steps}
     else:
-        saveat = diffrax.SaveAt(ts=ts_arr, fn=lambda t, z, a: system.from_internal(z))
+        saveat = diffrax.SaveAt(ts=ts_arr, fn=lambda t, z, a: save(system.from_internal(z)))
         sol = diffrax.diffeqsolve(
             terms,
             solver,
@@ -399,7 +408,7 @@ def solve(
 
 
 def _solve_fixed(
-    system, solver, terms, y0, z0, ts_np, ts_dtype, dt, args, dtype, levels, offset
+    system, solver, terms, y0, z0, ts_np, ts_dtype, dt, args, dtype, levels, offset, save
 ):
     intervals = np.diff(ts_np)
     # Rounding of the save times themselves (a float32 `jnp.arange(T) * dt` is not
@@ -445,7 +454,7 @@ def _solve_fixed(
         def interval(carry, t_start):
             carry = _checkpointed_steps(run_step, carry, t_start, h, schedule)
             z = merge(carry)[0]
-            return carry, (system.from_internal(z), _all_finite(z))
+            return carry, (save(system.from_internal(z)), _all_finite(z))
 
         if m > 1 and nested:
             # Save-point level of the checkpointing: each interval is recomputed
@@ -474,7 +483,7 @@ def _solve_fixed(
             carry = _checkpointed_steps(masked, carry, t_start, h,
                                         [(n_max, _balanced_blocks(n_max, lv))])
             z = carry[0]
-            return carry, (system.from_internal(z), _all_finite(z))
+            return carry, (save(system.from_internal(z)), _all_finite(z))
 
         if lv > 1:
             interval = jax.checkpoint(interval, prevent_cse=False)
@@ -485,6 +494,6 @@ def _solve_fixed(
         )
         _, (ys, finite) = jax.lax.scan(interval, (z0, state0), xs)
 
-    ys = jtu.tree_map(lambda a, b: jnp.concatenate([a[None], b]), y0, ys)
+    ys = jtu.tree_map(lambda a, b: jnp.concatenate([a[None], b]), save(y0), ys)
     finite = jnp.concatenate([_all_finite(z0)[None], finite])
     return ys, finite, int(counts.sum())

@@ -8,6 +8,7 @@ from jaxtyping import PRNGKeyArray
 
 from ._eddy_viscosity import EddyViscosity
 from ._graph_attention import GraphAttentionClosure
+from ._graph_flux import GraphFluxClosure
 from ._multiscale_attention import MultiscaleAttentionClosure
 from ._stencil import StencilClosure
 
@@ -17,6 +18,7 @@ CLOSURES: dict[str, Callable[..., Any]] = {
     "stencil": StencilClosure,
     "attention": MultiscaleAttentionClosure,
     "graph-attention": GraphAttentionClosure,
+    "graph-flux": GraphFluxClosure,
     "smagorinsky": functools.partial(EddyViscosity, kind="smagorinsky"),
     "leith": functools.partial(EddyViscosity, kind="leith"),
 }
@@ -29,9 +31,11 @@ def make_closure(name: str, ndim: int, *, key: PRNGKeyArray, **kwargs: Any) -> A
 
     - `name`: a key of `CLOSURES`: `"stencil"` (`StencilClosure`), `"attention"`
       (`MultiscaleAttentionClosure`), `"graph-attention"` (`GraphAttentionClosure`),
-      or the classical `"smagorinsky"` / `"leith"` (`EddyViscosity`).
+      `"graph-flux"` (`GraphFluxClosure`), or the classical `"smagorinsky"` /
+      `"leith"` (`EddyViscosity`).
     - `ndim`: spatial dimensions of the state (1 or 2 for the grid closures, 0 for the
-      cluster states of `"graph-attention"`, which also needs `sizes` and `parents`).
+      cluster states of `"graph-attention"`, which also needs `sizes` and `parents`,
+      and of `"graph-flux"`, which needs `n_clusters` and `parents`).
     - `key`: a `jax.random` key for the initial weights.
     - `**kwargs`: passed on to the constructor (`width`, `depth`, ...).
 

@@ -3,13 +3,11 @@ clusters whose order parameters follow the Ott–Antonsen network model plus a
 learned closure."""
 
 import dataclasses
-import functools
 import math
 from pathlib import Path
 
 import diffrax
 import equinox as eqx
-import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -17,67 +15,20 @@ from jaxtyping import Array
 
 import hybrid
 import solvers
-from hybrid.coarse_graining import Renormalization, renormalize
-from solvers.graphs import Graph, HyperbolicCoordinates, random_hyperbolic
 
-from .._config import Config, data_key
-from .._task import AbstractTask
-
-# fold_in stream of the run's seed for the graph and its renormalization (the data
-# splits use 0, 1, 4: neuroscale/_data.py)
-_NETWORK_STREAM = 10
+from .._config import data_key
+from ._network import AbstractGraphTask, GraphConfig, Network, validate_graph_config
 
 
 @dataclasses.dataclass(frozen=True)
-class KuramotoConfig(Config):
-    """Kuramoto keys: the graph's `avg_degree`, the `coupling` K, the law of the
-    natural `frequencies` (`"gaussian"` or `"lorentzian"`), the renormalization
-    (`clustering`: `"spectral"` or `"geometric"`; `scales`) and the attention `heads`."""
+class KuramotoConfig(GraphConfig):
+    """Kuramoto keys: those of the graph and its renormalization (`avg_degree`,
+    `clustering`: `"spectral"` or `"geometric"`, `scales`, the attention `heads`;
+    `GraphConfig`), the `coupling` K and the law of the natural `frequencies`
+    (`"gaussian"` or `"lorentzian"`)."""
 
-    avg_degree: float = data_key(10.0)
     coupling: float = data_key(3.0)
     frequencies: str = data_key("gaussian")
-    clustering: str = data_key("spectral")
-    scales: int = data_key(3)
-    heads: int = 4
-
-
-class Network:
-    """The fixed network of a run: graph, hyperbolic coordinates and renormalization.
-
-    A plain object compared by identity: built once per configuration
-    (`network(cfg)`, cached), it sits in static fields and jit caches key on it."""
-
-    def __init__(self, graph: Graph, coordinates: HyperbolicCoordinates,
-                 renormalization: Renormalization):
-        self.graph = graph
-        self.coordinates = coordinates
-        self.renormalization = renormalization
-
-    def __repr__(self) -> str:
-        r = self.renormalization
-        return (f"Network(n_nodes={self.graph.n_nodes}, n_edges={self.graph.n_edges}, "
-                f"scales={r.scale_sizes})")
-
-
-@functools.lru_cache(maxsize=4)
-def _network(seed: int, fine_n: int, avg_degree: float, coarse_n: int, scales: int,
-             clustering: str) -> Network:
-    # Host-side work with concrete values, even when first asked for inside a trace.
-    with jax.ensure_compile_time_eval():
-        key = jr.fold_in(jr.PRNGKey(seed), _NETWORK_STREAM)
-        k_graph, k_cluster = jr.split(key)
-        graph, coords = random_hyperbolic(fine_n, avg_degree=avg_degree, key=k_graph,
-                                          return_coordinates=True)
-        renorm = renormalize(graph, coarse_n, method=clustering, scales=scales,
-                             key=k_cluster, coordinates=coords)
-    return Network(graph, coords, renorm)
-
-
-def network(cfg) -> Network:
-    """The run's graph and its renormalization, from `cfg.seed` (cached)."""
-    return _network(cfg.seed, cfg.fine_n, float(cfg.avg_degree), cfg.coarse_n, cfg.scales,
-                    cfg.clustering)
 
 
 class NetworkKuramoto(solvers.AbstractSystem):
@@ -94,7 +45,12 @@ class NetworkKuramoto(solvers.AbstractSystem):
         return (self.omega.shape[-1],)
 
     def system(self) -> solvers.Kuramoto:
-        return solvers.Kuramoto(self.omega, self.coupling, graph=self.network.graph)
+        # The graph's column layout is built once per run (a Kuramoto with zero
+        # frequencies), not at every trace: at 1M nodes that is seconds each time.
+        net = self.network
+        template = net.cached(("kuramoto", self.coupling), lambda: solvers.Kuramoto(
+            np.zeros(net.graph.n_nodes, np.float32), self.coupling, graph=net.graph))
+        return eqx.tree_at(lambda k: k.omega, template, self.omega)
 
     def vector_field(self, t, theta, args):
         return self.system().vector_field(t, theta, args)
@@ -146,7 +102,7 @@ class ClusterModel(solvers.AbstractSystem):
         return solvers.RalstonRK3()
 
 
-class KuramotoTask(AbstractTask):
+class KuramotoTask(AbstractGraphTask):
     r"""Kuramoto oscillators on a random hyperbolic graph, coarse-grained to the order
     parameters of `coarse_n` clusters.
 
@@ -188,35 +144,10 @@ class KuramotoTask(AbstractTask):
 
     @classmethod
     def validate(cls, cfg):
-        if cfg.coarse_n > cfg.fine_n:
-            raise ValueError(
-                "config key `coarse_n` (clusters) must not exceed `fine_n` (oscillators).")
-        if not 0 < cfg.avg_degree < cfg.fine_n - 1:
-            raise ValueError(
-                f"config key `avg_degree` ({cfg.avg_degree}) must be in (0, `fine_n` - 1).")
-        if cfg.width % cfg.heads:
-            raise ValueError(
-                f"config key `heads` ({cfg.heads}) must divide `width` ({cfg.width}).")
+        validate_graph_config(cfg)
         if cfg.frequencies not in ("gaussian", "lorentzian"):
             raise ValueError("config key `frequencies` must be 'gaussian' or 'lorentzian', "
                              f"got {cfg.frequencies!r}.")
-        if cfg.clustering not in ("spectral", "geometric"):
-            raise ValueError("config key `clustering` must be 'spectral' or 'geometric', "
-                             f"got {cfg.clustering!r}.")
-        if cfg.scales < 1:
-            raise ValueError(f"config key `scales` must be >= 1, got {cfg.scales}.")
-
-    @property
-    def ndim(self) -> int:
-        return 0
-
-    @property
-    def network(self) -> Network:
-        return network(self.cfg)
-
-    @property
-    def renormalization(self) -> Renormalization:
-        return self.network.renormalization
 
     def sample(self, key):
         cfg = self.cfg
