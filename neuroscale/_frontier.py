@@ -88,9 +88,14 @@ def equivalent(ns, errs, costs, err) -> tuple[float | None, float | None, str]:
     """`(n_eq, cost_eq, bound)`: where the plain error crosses `err`, log-log
     interpolated between the two bracketing resolutions; `bound` is `""`, `">="`
     (better than the finest measured: its n and cost) or `"<"` (worse than the
-    coarsest: `None`)."""
+    coarsest: `None`). A plain error equal to `err` (a censored measure: both
+    correlated over the whole window) gives the coarsest such resolution and its cost,
+    marked `">="`: lower bounds of both the resolution and the speed-up."""
     e = [x if np.isfinite(x) else math.inf for x in errs]
-    worse = [i for i, x in enumerate(e) if x >= err]
+    tied = [i for i, x in enumerate(e) if x == err]
+    if tied:
+        return float(ns[tied[0]]), float(costs[tied[0]]), ">="
+    worse = [i for i, x in enumerate(e) if x > err]
     if not worse:
         return None, None, "<"
     i = max(worse)

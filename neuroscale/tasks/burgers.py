@@ -38,8 +38,9 @@ class BurgersTask(AbstractTask):
     config_class = BurgersConfig
     defaults = dict(
         seed=0, fine_n=512, coarse_n=32, viscosity=0.01, members=4, train_steps=900,
-        horizon=16, eval_horizon=200, closure="stencil", depth=4, dt=0.1, save_dt=0.1,
-        fine_dt=0.005, t_spinup=2.0, t_train=20.0, n_train=32, n_test=8,
+        horizon=16, eval_horizon=200, closure="stencil", width=16, depth=4, dt=0.1,
+        save_dt=0.1, fine_dt=0.005, t_spinup=2.0, t_train=20.0, n_train=32, n_val=16,
+        n_test=8,
     )
 
     @property

@@ -15,9 +15,10 @@ from jaxtyping import Array
 
 import hybrid
 import solvers
+from hybrid.coarse_graining import Renormalization
 
 from .._config import data_key
-from ._network import AbstractGraphTask, GraphConfig, Network, validate_graph_config
+from ._network import AbstractGraphTask, GraphConfig, Network, network, validate_graph_config
 
 
 @dataclasses.dataclass(frozen=True)

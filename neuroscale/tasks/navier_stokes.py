@@ -22,7 +22,7 @@ class NavierStokesConfig(Config):
     viscosity: float = data_key(2e-3)
     drag: float = data_key(0.1)
     forcing: str = data_key("kolmogorov")
-    filter: str = data_key("spectral")
+    filter: str = data_key("dealiased")
 
 
 class NavierStokesTask(AbstractTask):
