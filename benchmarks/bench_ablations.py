@@ -130,7 +130,8 @@ def main() -> None:
     parser.add_argument("--figure", default=None, help="write a PNG of the table here")
     args = parser.parse_args()
     out = Path(args.out)
-    print(header("ablations (Burgers)"))
+    print("ablations (Burgers)")
+    print(header())
     results: dict[str, list[dict]] = {}
     for name in args.cells:
         for seed in args.seeds:

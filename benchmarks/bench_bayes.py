@@ -58,7 +58,8 @@ def main() -> None:
     parser.add_argument("--sizes", type=int, nargs="+", default=[4, 16, 64])
     args = parser.parse_args()
     out = Path(args.out)
-    print(header("Bayesian ensembles: out of distribution and data size (Burgers)"))
+    print("Bayesian ensembles: out of distribution and data size (Burgers)")
+    print(header())
     rows = []
     for name, sets in METHODS.items():
         per_seed = []

@@ -60,7 +60,8 @@ def main() -> None:
     parser.add_argument("--kind", default="gaussian", choices=("gaussian", "lognormal"))
     parser.add_argument("--levels", type=float, nargs="+", default=list(LEVELS))
     args = parser.parse_args()
-    print(header(f"observational noise ({args.kind})"))
+    print(f"observational noise ({args.kind})")
+    print(header())
     rows = []
     for name in args.tasks:
         for level in args.levels:

@@ -93,7 +93,8 @@ def main() -> None:
     parser.add_argument("--figure", default=None)
     args = parser.parse_args()
     out = Path(args.out)
-    print(header("parameter scaling of the a-posteriori error"))
+    print("parameter scaling of the a-posteriori error")
+    print(header())
     results = {}
     for name in args.tasks:
         rows = [run(name, w, s, out) for w in WIDTHS[name] for s in args.seeds]

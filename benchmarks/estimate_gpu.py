@@ -109,7 +109,8 @@ def main() -> None:
         r["GPU, throughput bound (us / trajectory)"] = 1e6 * max(
             flops / (args.tflops * 1e12), nbytes / (args.bandwidth * 1e12))
         r["GPU, latency bound (ms / rollout)"] = 1e-3 * args.launch_us * r["kernels"] * r["steps"]
-    print(header("GPU estimate from XLA cost analysis (an estimate, not a measurement)"))
+    print("GPU estimate from XLA cost analysis (an estimate, not a measurement)")
+    print(header())
     print(table(rows))
     h = rows[-1]
     print(f"\nrun {args.run}: coarse_n {cfg.coarse_n}, dt {cfg.dt}, window {window:g}; GPU "

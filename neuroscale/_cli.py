@@ -25,7 +25,7 @@ def _parser() -> argparse.ArgumentParser:
 
     train = sub.add_parser("train", help="train a closure ensemble for SYSTEM (or --task)")
     train.add_argument("system", nargs="?", default=None,
-                       help="burgers, navier-stokes or kuramoto")
+                       help="burgers, navier-stokes, kuramoto or graph-burgers")
     train.add_argument("--task", metavar="MODULE:CLASS",
                        help="a task of your own: a neuroscale.AbstractTask subclass, as "
                        "module.path:Class or path/to/file.py:Class")
@@ -87,7 +87,8 @@ def _task(args):
         cls = task_class("burgers")
         return cls(build_config(cls, sets=args.sets))
     if (args.system is None) == (args.task is None):
-        raise ValueError("`neuroscale train` takes a SYSTEM (burgers, navier-stokes, kuramoto) "
+        raise ValueError("`neuroscale train` takes a SYSTEM (burgers, navier-stokes, kuramoto, "
+                         "graph-burgers) "
                          "or `--task MODULE:CLASS`, one of the two.")
     spec = args.system or args.task
     if args.task is not None and ":" in spec:

@@ -193,6 +193,11 @@ def _headline(results: dict[str, Any]) -> list[str]:
                    f"{_fmt(f.get(f'{label}equivalent_resolution_corr_time'))}x the "
                    f"resolution, {ct_bound}{_fmt(f.get(f'{label}speedup_corr_time'))}x "
                    "the speed).")
+    if "speedup_vs_fine" in f:
+        sp, sp_e = f["speedup_vs_fine"], f["ensemble_speedup_vs_fine"]
+        out.append(f"- against the fine model itself (all {results.get('fine_n')} degrees of "
+                   f"freedom, rmse {_fmt(f['fine_rmse'])} against the reference): one member "
+                   f"**{sp:.3g}x**, the ensemble **{sp_e:.3g}x** its speed (CPU time).")
     return out + ["", "Peers: Kochkov et al. 2021, " + f["peers"]["kochkov_2021"]
                   + "; Bar-Sinai et al. 2019, " + f["peers"]["bar_sinai_2019"] + ".", ""]
 

@@ -48,6 +48,9 @@ class AbstractTask(eqx.Module):
     closures: ClassVar[tuple[str, ...]] = ("stencil", "attention")
     # refinement factors of the plain-solver baselines (n = coarse_n * factor <= fine_n)
     finer_factors: ClassVar[tuple[int, ...]] = (2, 4, 8, 16)
+    # time the fine model itself (the reference's solver at `fine_dt`) in the frontier,
+    # for tasks whose finer solvers do not reach it (Kuramoto: every oscillator)
+    reference_in_frontier: ClassVar[bool] = False
     # the period of the domain, given to grid closures (their flux in physical units)
     domain_length: ClassVar[float | None] = None
     # the classical eddy-viscosity closures trained as baselines (`baselines=true`):

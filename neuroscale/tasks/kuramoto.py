@@ -136,6 +136,7 @@ class KuramotoTask(AbstractGraphTask):
     name = "kuramoto"
     config_class = KuramotoConfig
     closures = ("graph-attention",)
+    reference_in_frontier = True
     defaults = dict(
         seed=0, fine_n=20000, coarse_n=32, members=4, train_steps=400, horizon=10,
         eval_horizon=100, closure="graph-attention", dt=0.1, save_dt=0.1, fine_dt=0.05,
@@ -195,37 +196,28 @@ class KuramotoTask(AbstractGraphTask):
 
     @property
     def finer_factors(self) -> tuple[int, ...]:
-        """2x and 4x more clusters (the Ott–Antonsen model alone on a finer
-        renormalization of the same graph), and every oscillator (`fine_n // coarse_n`)."""
-        cfg = self.cfg
-        return tuple(k for k in (2, 4) if cfg.coarse_n * k < cfg.fine_n) + (
-            cfg.fine_n // cfg.coarse_n,)
+        """2x and 4x more clusters: the Ott–Antonsen model alone on a finer
+        renormalization of the same graph (the oscillators themselves are the frontier's
+        `fine model` row, `reference_in_frontier`)."""
+        return tuple(k for k in (2, 4) if self.cfg.coarse_n * k < self.cfg.fine_n)
 
     def _finer_renormalization(self, factor: int) -> Renormalization:
         return network(dataclasses.replace(self.cfg, coarse_n=self.cfg.coarse_n * factor)
                        ).renormalization
 
     def finer(self, fine, factor):
-        """The "finer solvers" of this task: the cluster model without closure on
-        `factor` times more clusters (its own renormalization of the run's graph, same
-        `dt`), or, at `factor = fine_n // coarse_n`, the oscillators themselves (the
-        reference's own solver and `fine_dt`)."""
-        cfg = self.cfg
-        if factor == cfg.fine_n // cfg.coarse_n:
-            return fine, cfg.fine_dt, lambda theta: theta
-        if factor not in (2, 4) or cfg.coarse_n * factor >= cfg.fine_n:
+        """The cluster model without closure on `factor` times more clusters (its own
+        renormalization of the run's graph), at the same `dt`."""
+        if factor not in self.finer_factors:
             return None
         r = self._finer_renormalization(factor)
-        return self._cluster_model(fine, r), cfg.dt, r.coarse_grain
+        return self._cluster_model(fine, r), self.cfg.dt, r.coarse_grain
 
     def finer_to_coarse(self, ys, factor):
-        r"""A finer model's trajectory on this task's clusters: the oscillators
-        coarse-grained, or the finer clusters' order parameters averaged over the
-        nodes of each cluster, $Z_c = \sum_m \frac{|c \cap m|}{|c|} z_m$ (exact for the
-        mean field of the nodes when each finer cluster is uniform)."""
-        cfg = self.cfg
-        if factor == cfg.fine_n // cfg.coarse_n:
-            return self.coarse_grain(ys, cfg.coarse_n)
+        r"""A finer cluster model's trajectory on this task's clusters: the order
+        parameters averaged over the nodes of each cluster,
+        $Z_c = \sum_m \frac{|c \cap m|}{|c|} z_m$ (exact for the phases' order
+        parameters, `tests/test_kuramoto_hybrid.py`)."""
         r, rf = self.renormalization, self._finer_renormalization(factor)
         overlap = np.zeros((r.n_clusters, rf.n_clusters))
         np.add.at(overlap, (np.asarray(r.labels), np.asarray(rf.labels)), 1.0)
