@@ -30,21 +30,14 @@ resolution).
 
 from pathlib import Path
 
-import equinox as eqx
-import jax
-import jax.numpy as jnp
-import numpy as np
 from _common import header, parse_timing_args, table, timing_parser
 
-import hybrid
-import solvers
 from neuroscale import (
     build_config,
     load_run,
     measure_frontier,
     task_class,
     test_set,
-    time_alternating,
     train_run,
 )
 
@@ -74,30 +67,27 @@ def train_quick(system: str, out: Path) -> Path:
 
 def frontier(run: Path, args) -> dict:
     task, ens = load_run(run)
-    test, ys_fine, fine = test_set(task, run, progress=False)
-    if task.finer_factors:
-        measured = measure_frontier(task, ens, test, ys_fine, fine, repeats=args.repeats)
-        rows = measured["rows"]
-        f = measured["frontier"]
-        summary = []
-        for label, name in (("", "hybrid, one member"), ("ensemble_", "hybrid ensemble")):
-            def fmt(key, label=label):
-                v, bound = f[f"{label}{key}"], f[f"{label}bound" + (
-                    "_corr_time" if key.endswith("corr_time") else "")]
-                return "< 1" if v is None else f"{bound}{v:.2f}"
+    test, fine_y0, fine = test_set(task, run, progress=False)
+    measured = measure_frontier(task, ens, test, fine_y0, fine, repeats=args.repeats)
+    rows = measured["rows"]
+    f = measured["frontier"]
+    summary = []
+    for label, name in (("", "hybrid, one member"), ("ensemble_", "hybrid ensemble")):
+        def fmt(key, label=label):
+            v, bound = f[f"{label}{key}"], f[f"{label}bound" + (
+                "_corr_time" if key.endswith("corr_time") else "")]
+            return "< 1" if v is None else f"{bound}{v:.2f}"
 
-            summary.append({"hybrid": name,
-                            "equivalent resolution (rmse)": fmt("equivalent_resolution"),
-                            "speed-up at equal rmse (CPU)": fmt("speedup"),
-                            "equivalent resolution (corr_time)":
-                                fmt("equivalent_resolution_corr_time"),
-                            "speed-up at equal corr_time": fmt("speedup_corr_time"),
-                            "batch": f["batch"]})
-        summary.append({"hybrid": "Kochkov et al. 2021", "equivalent resolution (rmse)": "8-10",
-                        "speed-up at equal rmse (CPU)": "40-80 (TPU)"})
-        summary.append({"hybrid": "Bar-Sinai et al. 2019", "equivalent resolution (rmse)": "4-8"})
-    else:
-        rows, summary = _clusters(task, ens, test, ys_fine, fine, args), []
+        summary.append({"hybrid": name,
+                        "equivalent resolution (rmse)": fmt("equivalent_resolution"),
+                        "speed-up at equal rmse (CPU)": fmt("speedup"),
+                        "equivalent resolution (corr_time)":
+                            fmt("equivalent_resolution_corr_time"),
+                        "speed-up at equal corr_time": fmt("speedup_corr_time"),
+                        "batch": f["batch"]})
+    summary.append({"hybrid": "Kochkov et al. 2021", "equivalent resolution (rmse)": "8-10",
+                    "speed-up at equal rmse (CPU)": "40-80 (TPU)"})
+    summary.append({"hybrid": "Bar-Sinai et al. 2019", "equivalent resolution (rmse)": "4-8"})
     table_rows = [{"solver": r["solver"], "n": r["n"], "dt": r["dt"], "rmse": r["rmse"],
                    "corr_time": r["corr_time"], "blow-ups": r["blowups"],
                    "CPU time (ms)": r["cpu_s"] * 1e3,
@@ -107,55 +97,6 @@ def frontier(run: Path, args) -> dict:
         _figure(Path(args.figure_dir) / f"frontier_{task.cfg.task.replace('-', '_')}.png",
                 task.cfg, table_rows)
     return {"cfg": task.cfg, "rows": table_rows, "summary": summary, "run": run}
-
-
-def _clusters(task, ens, test, ys_fine, fine, args) -> list[dict]:
-    """Kuramoto: the cluster model without and with the closure against the fine
-    oscillators, all from the test batch."""
-    cfg = task.cfg
-    ts_rel = tuple(float(t) for t in np.asarray(test.ts - test.ts[0]))
-    ts_np = np.asarray(ts_rel)
-
-    def plain(physics_b, y0_b, dt, post):
-        params, static = eqx.partition(physics_b, eqx.is_array)
-
-        def run(params, y0_b):
-            def one(system, y0):
-                sol = solvers.solve(system, y0, ts_np, dt=dt, t_offset=test.ts[0],
-                                    throw=False)
-                return post(sol.ys), sol.blowup_index
-
-            return eqx.filter_vmap(one)(eqx.combine(params, static), y0_b)
-
-        compiled = jax.jit(run).lower(params, y0_b).compile()
-        return lambda: compiled(params, y0_b)
-
-    one = hybrid.Ensemble(jax.tree.map(lambda x: x[:1] if eqx.is_array(x) else x,
-                                       ens.members), ens.physics, ens.mode)
-
-    def hyb(e):
-        sol = e.solve_batch(test.ys[:, 0], ts_rel, dt=cfg.dt, args=test.args,
-                            physics=test.physics, t0=test.ts[0], stochastic=False,
-                            calibrated=False)
-        return sol.ys[0], sol.blowup_index[0]
-
-    fns = {"cluster model, no closure": plain(test.physics, test.ys[:, 0], cfg.dt,
-                                              lambda ys: ys),
-           "fine oscillators (reference solver)": plain(
-               fine, ys_fine[:, 0], cfg.fine_dt, lambda ys: task.coarse_grain(ys, cfg.coarse_n)),
-           "hybrid, one member": jax.jit(lambda: hyb(one))}
-    costs = time_alternating(fns, args.repeats)
-    rows = []
-    for name, fn in fns.items():
-        ys, blow = fn()
-        rows.append({"solver": name, "n": cfg.fine_n if "fine" in name else cfg.coarse_n,
-                     "dt": cfg.fine_dt if "fine" in name else cfg.dt,
-                     "rmse": float(hybrid.metrics.rmse(ys, test.ys)),
-                     "corr_time": float(hybrid.metrics.corr_time(ys, test.ys, ts_np)),
-                     "blowups": int(jnp.sum(blow >= 0)), "cpu_s": costs[name]["cpu"],
-                     "wall_s": costs[name]["wall"],
-                     "cpu_s_per_trajectory": costs[name]["cpu"] / len(test)})
-    return rows
 
 
 def _figure(path: Path, cfg, rows) -> None:

@@ -61,7 +61,7 @@ def main() -> None:
     args = parser.parse_args()
     task, ens = load_run(args.run)
     cfg = task.cfg
-    test, fine_ys, fine = test_set(task, args.run, progress=False)
+    test, fine_y0, fine = test_set(task, args.run, progress=False)
     window = float(test.ts[-1] - test.ts[0])
     like = task.sample(jr.PRNGKey(0))[0]
 
@@ -82,7 +82,7 @@ def main() -> None:
             continue
         phys = eqx.filter_vmap(lambda f, k=k: task.finer(f, k)[0])(fine)
         variants.append((f"plain {k}x", cfg.coarse_n * k, phys, probe[1],
-                         probe[2](fine_ys[:, 0])))
+                         probe[2](fine_y0)))
     rows = []
     for name, n, phys, dt, y0s in variants:
         run, params = plain_step(phys, dt)

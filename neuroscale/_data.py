@@ -49,16 +49,28 @@ CHUNK_BYTES = 2**30
 _WORKING_STATES = 16
 
 
-def stores_fine_test(task: AbstractTask) -> bool:
-    """Whether the test split is stored fine: only when the task has plain-solver
-    baselines finer than the coarse one (`finer_factors` with `task.finer` not
-    `None`), which start from the fine states. Otherwise (Kuramoto, graph Burgers:
-    no grid to refine) it is stored coarse like the other splits, e.g. 0.8 GB less
-    per test trajectory at 1M oscillators and 200 saves."""
+def _window_start(task: AbstractTask) -> int:
+    return int(round(task.cfg.t_spinup / task.cfg.save_dt))
+
+
+def _has_finer(task: AbstractTask) -> bool:
+    if task.reference_in_frontier:
+        return True
     if not task.finer_factors:
         return False
     like = task.sample(jr.PRNGKey(0))[0]
     return any(task.finer(like, f) is not None for f in task.finer_factors)
+
+
+def stores_fine_test(task: AbstractTask) -> bool:
+    """Whether the test split is stored fine: only when the task has solvers finer
+    than the coarse one (`finer` not `None`, or `reference_in_frontier`), which start
+    from the fine state at the start of the evaluation window, *and* that window
+    starts after a spin-up. When it starts at the sampled state (`t_spinup` = 0:
+    Kuramoto, graph Burgers) the split is stored coarse like the others (0.4 GB less
+    per test trajectory at 1M oscillators and 100 saves) and `test_set` re-samples
+    the fine initial states from the trajectories' keys."""
+    return _window_start(task) > 0 and _has_finer(task)
 
 
 def chunk_size(task: AbstractTask, size: int, n_saves: int, *, fine: bool) -> int:
@@ -143,9 +155,11 @@ def trajectories(task: AbstractTask, ds, *, saves: int | None = None,
     cfg = task.cfg
     s0 = int(round(cfg.t_spinup / cfg.save_dt))
     end = None if saves is None else s0 + saves + 1
-    ys = jnp.asarray(np.asarray(ds[:])[:, s0:end])
-    if fine:
-        ys = task.coarse_grain(ys, cfg.coarse_n)
+    if fine:  # one fine trajectory in memory at a time
+        ys = jnp.stack([task.coarse_grain(jnp.asarray(ds[i][s0:end]), cfg.coarse_n)
+                        for i in range(len(ds))])
+    else:
+        ys = jnp.asarray(np.asarray(ds[:])[:, s0:end])
     ts = np.asarray(ds.ts[s0:end])
     coarse = eqx.filter_vmap(lambda f: task.coarse_physics(f, cfg.coarse_n))(
         fine_systems(task, ds))
@@ -175,13 +189,17 @@ def validation_set(task: AbstractTask, out: Path, *, progress: bool = True):
 
 
 def test_set(task: AbstractTask, out: Path, *, progress: bool = True):
-    """The held-out test set over `eval_horizon` saves: `(trajectories, fine states
-    [B, T, *fine_state] or None where the split is stored coarse, fine systems)`."""
+    """The held-out test set over `eval_horizon` saves: `(trajectories, fine states at
+    the start of the window [B, *fine_state] (where the finer solvers start) or None
+    where the split is stored coarse, fine systems)`."""
     cfg = task.cfg
     ds = dataset(task, out, "test", progress=progress)
+    s0 = _window_start(task)
     if ds.config.get("filter_n") is not None:
-        return trajectories(task, ds, saves=cfg.eval_horizon), None, fine_systems(task, ds)
-    s0 = int(round(cfg.t_spinup / cfg.save_dt))
-    fine_ys = jnp.asarray(np.asarray(ds[:])[:, s0: s0 + cfg.eval_horizon + 1])
+        fine_y0 = None
+        if s0 == 0 and _has_finer(task):  # the sampled states, as the data began
+            fine_y0 = jnp.stack([task.sample(ds.trajectory_key(i))[1] for i in range(len(ds))])
+        return trajectories(task, ds, saves=cfg.eval_horizon), fine_y0, fine_systems(task, ds)
+    fine_y0 = jnp.stack([jnp.asarray(ds[i][s0]) for i in range(len(ds))])
     test = trajectories(task, ds, saves=cfg.eval_horizon, fine=True)
-    return test, fine_ys, fine_systems(task, ds)
+    return test, fine_y0, fine_systems(task, ds)

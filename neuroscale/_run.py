@@ -259,7 +259,7 @@ def evaluate_run(out: str | Path, *, progress: bool = True, figures: bool = True
     task, ensemble = load_run(out)
     cfg = task.cfg
     t_start = time.perf_counter()
-    test, fine_ys, fine = _data.test_set(task, out, progress=progress)
+    test, fine_y0, fine = _data.test_set(task, out, progress=progress)
     metrics, roll = hybrid.evaluate(ensemble, test, dt=cfg.dt,
                                     key=jr.fold_in(root_key(cfg), _EVALUATE_STREAM),
                                     return_rollouts=True)
@@ -271,7 +271,7 @@ def evaluate_run(out: str | Path, *, progress: bool = True, figures: bool = True
     if task.finer_factors:
         from ._frontier import measure_frontier
 
-        measured = measure_frontier(task, ensemble, test, fine_ys, fine,
+        measured = measure_frontier(task, ensemble, test, fine_y0, fine,
                                     repeats=cfg.frontier_repeats,
                            timing=cfg.frontier)
         finer, finer_curves = measured["finer"], measured["curves"]
