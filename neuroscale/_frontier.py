@@ -112,9 +112,10 @@ def equivalent(ns, errs, costs, err) -> tuple[float | None, float | None, str]:
     return math.exp(log_n), math.exp(log_c), ""
 
 
-def measure_frontier(task, ensemble: hybrid.Ensemble, test: hybrid.Trajectories, fine_y0, fine, *,
-            repeats: int = 5, timing: bool = True) -> dict[str, Any]:
-    """The frontier of `ensemble` on the test batch (`neuroscale.test_set`).
+def measure_frontier(task, ensemble: hybrid.Ensemble, test: hybrid.Trajectories, fine_y0,
+                     fine, *, repeats: int = 5, timing: bool = True) -> dict[str, Any]:
+    """The frontier of `ensemble` on the test batch and fine initial states `fine_y0`
+    (`neuroscale.test_set`).
 
     **Returns:** `rows` (every variant: n, dt, rmse, corr_time, blow-ups, and with
     `timing` its cost), `curves` (label -> rmse against time of the plain solvers),

@@ -21,6 +21,8 @@ class BurgersConfig(Config):
     """Burgers keys: `viscosity` $\\nu$ and the coarse-graining `filter`."""
 
     viscosity: float = data_key(0.01)
+    # "dealiased": the reference keeps the band |k| < n/3 that the coarse 2/3-rule
+    # solver evolves, so data and solver agree on which modes exist (issue 11)
     filter: str = data_key("dealiased")
 
 

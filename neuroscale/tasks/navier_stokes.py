@@ -22,6 +22,8 @@ class NavierStokesConfig(Config):
     viscosity: float = data_key(2e-3)
     drag: float = data_key(0.1)
     forcing: str = data_key("kolmogorov")
+    # "dealiased": the reference keeps the band |k| < n/3 that the coarse 2/3-rule
+    # solver evolves, so data and solver agree on which modes exist (issue 11)
     filter: str = data_key("dealiased")
 
 
