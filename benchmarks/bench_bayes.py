@@ -70,7 +70,8 @@ def main() -> None:
         for where in ("in", "out"):
             vals = {k: statistics.mean(s[where][k] for s in per_seed)
                     for k in per_seed[0][where]}
-            rows.append({"ensemble": name, "test set": where + " of distribution", **vals})
+            label = "in distribution" if where == "in" else "out of distribution"
+            rows.append({"ensemble": name, "test set": label, **vals})
     print("\n| ensemble | test set | rmse | spread/skill | CRPS | coverage 90% | "
           "members' spread/skill |\n|---|---|---|---|---|---|---|")
     for r in rows:
