@@ -169,3 +169,13 @@ def parse_timing_args(parser: argparse.ArgumentParser, quick_repeats: int = 3):
     if args.quick:
         args.repeats = quick_repeats
     return args
+
+
+def pyplot():
+    """`matplotlib.pyplot` on the non-interactive Agg backend (figures to files)."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt

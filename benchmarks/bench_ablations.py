@@ -31,7 +31,7 @@ from pathlib import Path
 
 import jax.random as jr
 import numpy as np
-from _common import header
+from _common import header, pyplot
 
 import hybrid
 from neuroscale import (
@@ -160,10 +160,7 @@ def main() -> None:
 
 
 def _figure(path: Path, results: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     names = list(results)
     fig, axes = plt.subplots(1, 3, figsize=(13, 0.45 * len(names) + 1.5), sharey=True)

@@ -30,7 +30,7 @@ resolution).
 
 from pathlib import Path
 
-from _common import header, parse_timing_args, table, timing_parser
+from _common import header, parse_timing_args, pyplot, table, timing_parser
 
 from neuroscale import (
     build_config,
@@ -100,10 +100,7 @@ def frontier(run: Path, args) -> dict:
 
 
 def _figure(path: Path, cfg, rows) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, ax = plt.subplots(figsize=(6, 4.2), dpi=120)
     plain = [r for r in rows if r["solver"].startswith("plain")]

@@ -26,7 +26,7 @@ import jax
 import jax.random as jr
 import numpy as np
 import scipy.stats
-from _common import header
+from _common import header, pyplot
 
 from neuroscale import build_config, evaluate_run, task_class, train_run
 
@@ -124,10 +124,7 @@ def main() -> None:
 
 
 def _figure(path: Path, results: dict) -> None:
-    import matplotlib
-
-    matplotlib.use("Agg")
-    import matplotlib.pyplot as plt
+    plt = pyplot()
 
     fig, axes = plt.subplots(1, len(results), figsize=(4.5 * len(results), 3.8), squeeze=False)
     for ax, (name, res) in zip(axes[0], results.items(), strict=True):
