@@ -1,5 +1,5 @@
-"""Ablations of the Burgers hybrid: switch one thing off at a time, same seeds, several
-seeds per cell, mean and spread over seeds.
+"""Ablations of a hybrid (Burgers by default): switch one thing off at a time, same
+seeds, several seeds per cell, mean and spread over seeds.
 
 Cells (each differs from `base` in one configuration key):
 
@@ -19,6 +19,10 @@ prints a markdown table and writes a figure.
 
     python benchmarks/bench_ablations.py --out /tmp/ablations [--seeds 0 1 2]
         [--cells base deep ...] [--figure benchmarks/ablations_burgers.png]
+        [--task kuramoto|navier-stokes|graph-burgers]
+
+`--task` runs the same cells on another built-in system with its own smaller base
+configuration (`BASES`); its run folders go to `--out/TASK`.
 
 Runs are resumed from `--out` (a finished cell is read, not retrained).
 """
@@ -48,6 +52,17 @@ from neuroscale import (
 # forcing), closure and ensemble; 16 training trajectories of 10 time units, 400 steps.
 BASE = dict(n_train=16, t_train=10.0, n_val=8, n_test=8, train_steps=400, frontier=False,
             baselines=False)
+# other systems: each task's defaults made cheaper in data and steps, same closure
+BASES = {
+    "burgers": BASE,
+    "kuramoto": dict(fine_n=2000, coarse_n=16, n_train=8, t_train=10.0, n_val=4, n_test=4,
+                     train_steps=300, horizon=5, width=16, heads=2, depth=2, frontier=False,
+                     baselines=False),
+    "navier-stokes": dict(fine_n=64, n_train=4, n_val=4, n_test=4, train_steps=200,
+                          members=2, frontier=False, baselines=False),
+    "graph-burgers": dict(fine_n=5000, n_train=8, train_steps=300, frontier=False,
+                          baselines=False),
+}
 
 CELLS = {
     "base": {},
@@ -83,13 +98,13 @@ def folder_of(out: Path, name: str, seed: int) -> Path:
     return out / slug / f"seed{seed}"
 
 
-def run_cell(name: str, sets: dict, seed: int, out: Path) -> dict:
+def run_cell(name: str, sets: dict, seed: int, out: Path, system: str = "burgers") -> dict:
     folder = folder_of(out, name, seed)
     result = folder / "ablation.json"
     if result.exists():
         return json.loads(result.read_text())
-    cls = task_class("burgers")
-    task = cls(build_config(cls, overrides={**BASE, **sets, "seed": seed}))
+    cls = task_class(system)
+    task = cls(build_config(cls, overrides={**BASES[system], **sets, "seed": seed}))
     t0 = time.perf_counter()
     train_run(task, folder, resume=(folder / "config.json").exists(), progress=False)
     train_s = time.perf_counter() - t0
@@ -128,17 +143,18 @@ def main() -> None:
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument("--cells", nargs="+", default=list(CELLS) + list(RECALIBRATED))
     parser.add_argument("--figure", default=None, help="write a PNG of the table here")
+    parser.add_argument("--task", default="burgers", choices=list(BASES))
     args = parser.parse_args()
-    out = Path(args.out)
-    print("ablations (Burgers)")
+    out = Path(args.out) if args.task == "burgers" else Path(args.out) / args.task
+    print(f"ablations ({args.task})")
     print(header())
     results: dict[str, list[dict]] = {}
     for name in args.cells:
         for seed in args.seeds:
             if name in CELLS:
-                scores = run_cell(name, CELLS[name], seed, out)
+                scores = run_cell(name, CELLS[name], seed, out, args.task)
             else:
-                run_cell("base", {}, seed, out)
+                run_cell("base", {}, seed, out, args.task)
                 path = folder_of(out, name, seed).with_suffix(".json")
                 if path.exists():
                     scores = json.loads(path.read_text())
@@ -154,12 +170,12 @@ def main() -> None:
         cells = [_mean_std([r.get(k) for r in rows]) for k in KEYS]
         print(f"| {name} | " + " | ".join(cells) + " |")
     print(f"\n{len(args.seeds)} seeds per cell ({', '.join(map(str, args.seeds))}); base "
-          f"configuration: the demo's with {BASE}.")
+          f"configuration: the {args.task} defaults with {BASES[args.task]}.")
     if args.figure:
-        _figure(Path(args.figure), results)
+        _figure(Path(args.figure), results, args.task)
 
 
-def _figure(path: Path, results: dict) -> None:
+def _figure(path: Path, results: dict, system: str) -> None:
     plt = pyplot()
 
     names = list(results)
@@ -179,7 +195,8 @@ def _figure(path: Path, results: dict) -> None:
         ax.grid(alpha=0.3)
     axes[0].set_yticks(range(len(names)), names)
     axes[0].invert_yaxis()
-    fig.suptitle("Burgers ablations: one switch at a time (dots: seeds; bars: mean)")
+    title = system.replace("-", " ").capitalize()
+    fig.suptitle(f"{title} ablations: one switch at a time (dots: seeds; bars: mean)")
     fig.tight_layout()
     fig.savefig(path, dpi=120)
     plt.close(fig)

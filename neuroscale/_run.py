@@ -69,19 +69,19 @@ def _fit_kwargs(task: AbstractTask) -> dict[str, Any]:
 
 
 def physics_penalty(task: AbstractTask, train: hybrid.Trajectories):
-    """`physics_weight` x (energy mismatch + drift of the conserved quantity) of a
-    window, normalised by the data's scales; `None` for `physics_weight=0`."""
+    """`physics_weight` x the energy mismatch of a window, normalised by the data's
+    energy; `None` for `physics_weight=0`.
+
+    (A conserved-quantity term used to sit beside it: every built-in closure conserves
+    the mean by construction, so its gradient was ~1e-15 of the data term's,
+    `benchmarks/bench_physics_terms.py`; removed.)"""
     weight = task.cfg.physics_weight
     if weight == 0:
         return None
-    scale = jnp.mean(train.ys**2)
     e_scale = jnp.mean(task.energy(train.ys)) ** 2
 
     def penalty(pred, target):
-        energy = jnp.mean((task.energy(pred) - task.energy(target)) ** 2) / e_scale
-        c_pred, c_tgt = task.conserved(pred), task.conserved(target)
-        cons = 0.0 if c_pred is None else jnp.mean((c_pred - c_tgt) ** 2) / scale
-        return weight * (energy + cons)
+        return weight * jnp.mean((task.energy(pred) - task.energy(target)) ** 2) / e_scale
 
     return penalty
 

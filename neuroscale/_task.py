@@ -35,7 +35,7 @@ class AbstractTask(eqx.Module):
     - `sample(key) -> (fine system, fine initial state)`;
     - `coarse_physics(fine, n) -> coarse system` with the fine system's parameters;
     - optionally `make_closure`, `coarse_grain`, `closure_args`, `energy`,
-      `conserved`, `diagnostics`, `noise_features`, `finer`, `figures`, `validate`.
+      `diagnostics`, `noise_features`, `finer`, `figures`, `validate`.
 
     **Arguments:** `cfg`, the run's configuration (`build_config(YourTask, ...)`).
     """
@@ -116,10 +116,6 @@ class AbstractTask(eqx.Module):
         r"""$\tfrac12\langle y^2\rangle$ over the state axes (per leading index)."""
         axes = tuple(range(-max(self.ndim, 1), 0))
         return 0.5 * jnp.mean(y**2, axis=axes)
-
-    def conserved(self, y: Array) -> Array | None:
-        """A quantity the coarse dynamics conserve, or `None` (default)."""
-        return None
 
     def diagnostics(self, physics: solvers.AbstractSystem) -> hybrid.AbstractStabilityDiagnostics:
         """The stability diagnostics of the coarse states (default: by physics type,

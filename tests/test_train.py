@@ -196,3 +196,22 @@ def test_observational_noise_reaches_validation_but_not_the_test_truth(tiny_run)
     assert rel == pytest.approx(0.05, rel=0.1)
     np.testing.assert_array_equal(test_set(noisy, out, progress=False)[0].ys,
                                   test_set(clean, out, progress=False)[0].ys)
+
+
+def test_physics_penalty_is_off_by_default_and_can_fail():
+    """The energy term: None at the default weight 0; zero for equal energies, positive
+    with a gradient that moves the prediction's energy toward the target's otherwise."""
+    import jax.numpy as jnp
+
+    from neuroscale._run import physics_penalty
+
+    cls = task_class("burgers")
+    train = hybrid.Trajectories(np.ones((2, 3, 8)), np.arange(3.0))
+    assert physics_penalty(cls(build_config(cls)), train) is None
+    penalty = physics_penalty(cls(build_config(cls, overrides={"physics_weight": 0.5})), train)
+    target = jnp.ones((4, 8))
+    assert float(penalty(target, target)) == 0.0
+    pred = 2.0 * target  # four times the energy
+    assert float(penalty(pred, target)) > 0.0
+    grad = jax.grad(lambda p: penalty(p, target))(pred)
+    assert float(jnp.sum(grad * pred)) > 0.0  # descent shrinks the over-energetic field

@@ -5,7 +5,6 @@ import dataclasses
 import math
 from pathlib import Path
 
-import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
 
@@ -57,10 +56,6 @@ class BurgersTask(AbstractTask):
 
     def coarse_physics(self, fine, n):
         return solvers.Burgers1D(n, fine.viscosity, forcing=fine.forcing, length=fine.length)
-
-    def conserved(self, y):
-        # zero-mean forcing: the spatial mean is an invariant of Burgers
-        return jnp.mean(y, axis=-1)
 
     def figures(self, out: Path, ts, ref, hybrid_mean, base):
         hybrid.viz.space_time_figure(out / "space_time.png", np.asarray(ts), np.asarray(ref),

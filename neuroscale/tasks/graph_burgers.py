@@ -33,7 +33,9 @@ class GraphBurgersConfig(GraphConfig):
     fields (`patches`) and that of the random steady `forcing` (0: none)."""
 
     viscosity: float = data_key(0.05)
-    spacing: float = data_key(1.0)
+    # 0.25: the cluster means of the default 20k-node graph move by 10% of their rms
+    # over 10 time units (6% at spacing 1, where the cluster model alone is near exact)
+    spacing: float = data_key(0.25)
     patches: float = data_key(0.5)
     forcing: float = data_key(0.0)
 
@@ -283,11 +285,6 @@ class GraphBurgersTask(AbstractGraphTask):
     def energy(self, y):
         r"""$\tfrac12 \sum_m \frac{|m|}{N} \bar u_m^2$ per leading index."""
         return 0.5 * jnp.sum(self._weights(y.dtype) * y**2, axis=-1)
-
-    def conserved(self, y):
-        r"""The mean of $u$ over the nodes, $\sum_m \frac{|m|}{N} \bar u_m$ (conserved
-        without forcing)."""
-        return jnp.sum(self._weights(y.dtype) * y, axis=-1)
 
     def figures(self, out, ts, ref, hybrid_mean, base):
         import matplotlib
