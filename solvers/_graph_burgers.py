@@ -41,7 +41,9 @@ def _rusanov(a: Array, b: Array) -> Array:
 _FLUXES = {"engquist-osher": _engquist_osher, "godunov": _godunov, "rusanov": _rusanov}
 
 # Relative tolerance of the Laplacian solve behind the divergence-free flow (reached
-# in 180 iterations on a 100k-node random hyperbolic graph, 450-650 at 1M), and the
+# in 180 iterations on a 100k-node random hyperbolic graph with unit weights, 450-650
+# at 1M; with the graph-burgers task's weights 1/max(k_i, k_j) it took 2,850
+# iterations, 82 s of CPU, at 200k nodes: benchmarks/README.md), and the
 # divergence (relative to the largest node total of |b|) above which we warn: a flow
 # with divergence delta makes a constant state drift by about delta * dt u^2 / (2h)
 # per step, i.e. it breaks the maximum principle by about delta relative.
