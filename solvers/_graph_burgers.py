@@ -40,15 +40,17 @@ def _rusanov(a: Array, b: Array) -> Array:
 
 _FLUXES = {"engquist-osher": _engquist_osher, "godunov": _godunov, "rusanov": _rusanov}
 
-# Relative tolerance of the Laplacian solve behind the divergence-free flow (reached
-# in 180 iterations on a 100k-node random hyperbolic graph with unit weights, 450-650
-# at 1M; with the graph-burgers task's weights 1/max(k_i, k_j) it took 2,850
-# iterations, 82 s of CPU, at 200k nodes: benchmarks/README.md), and the
+# Relative tolerance of the Laplacian solve behind the divergence-free flow, and the
 # divergence (relative to the largest node total of |b|) above which we warn: a flow
 # with divergence delta makes a constant state drift by about delta * dt u^2 / (2h)
-# per step, i.e. it breaks the maximum principle by about delta relative.
-_CG_RTOL = 1e-14
-_DIVERGENCE_WARN = 1e-12
+# per step, i.e. it breaks the maximum principle by about delta relative. Both by the
+# dtype the flow is stored in: rounding a divergence-free flow to float32 alone leaves
+# a divergence of ~1.4e-8, so solving past 1e-9 there is wasted (at 200k nodes with
+# the graph-burgers task's weights 1/max(k_i, k_j): 2,850 iterations and 90 s of CPU
+# at 1e-14, 1,706 and 53 s at 1e-9, the same divergence after rounding, 1.4e-8 vs
+# 1.7e-8; 180 iterations at 1e-14 on a 100k-node graph with unit weights).
+_CG_RTOL = {np.dtype(np.float64): 1e-14, np.dtype(np.float32): 1e-9}
+_DIVERGENCE_WARN = {np.dtype(np.float64): 1e-12, np.dtype(np.float32): 1e-7}
 
 
 def _concrete_graph(graph) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -103,12 +105,14 @@ def _check_coordinates(coordinates, n: int) -> np.ndarray:
 
 
 def _transport_flow(
-    s: np.ndarray, r: np.ndarray, w: np.ndarray, phi: np.ndarray, n: int, balanced: bool
+    s: np.ndarray, r: np.ndarray, w: np.ndarray, phi: np.ndarray, n: int, balanced: bool,
+    dtype: np.dtype,
 ) -> np.ndarray:
     r"""The edge flow $b_{ij}$ (from receiver $i$ to sender $j$ of each stored edge):
     $\bar w_{ij} (\sigma_{ij} - p_j + p_i)$, $\sigma_{ij} = \operatorname{sign}
     \sin(\phi_j - \phi_i)$, $\bar w = (W + W^T)/2$, with $p$ from
-    $L_{\bar w}\, p = -\operatorname{div}(\bar w \sigma)$ when `balanced` (else $p = 0$).
+    $L_{\bar w}\, p = -\operatorname{div}(\bar w \sigma)$ when `balanced` (else $p = 0$),
+    solved as far as `dtype` (where the flow will be stored) can hold it.
     Exactly antisymmetric: every quantity is computed once per unordered pair."""
     key = r * n + s  # sorted: Graph sorts by (receiver, sender)
     first = np.concatenate([[True], key[1:] != key[:-1]]) if key.size else np.zeros(0, bool)
@@ -143,13 +147,13 @@ def _transport_flow(
         # an antisymmetric flow sums to zero on every component).
         flow0 = w_bar * sigma
         div0 = np.bincount(r_u, weights=flow0, minlength=n)
-        p, _ = spla.cg(laplacian, -div0, rtol=_CG_RTOL,
+        p, _ = spla.cg(laplacian, -div0, rtol=_CG_RTOL[np.dtype(dtype)],
                        maxiter=10 * math.isqrt(n) + 1000, M=precond)
         flow = w_bar * (sigma - (p[s_u] - p[r_u]))
         div = np.bincount(r_u, weights=flow, minlength=n)
         scale = np.bincount(r_u, weights=np.abs(flow), minlength=n).max()
         worst = np.abs(div).max() / max(scale, 1e-300)
-        if worst > _DIVERGENCE_WARN:
+        if worst > _DIVERGENCE_WARN[np.dtype(dtype)]:
             warnings.warn(
                 f"GraphBurgers: the transport flow kept a divergence of {worst:.1e} "
                 "(relative): constant states drift by about that much per step.",
@@ -290,8 +294,8 @@ class GraphBurgers(AbstractSystem):
         if layout not in (None, True, False):
             raise ValueError(f"`layout` must be None, True or False, got {layout!r}.")
         phi = _check_coordinates(coordinates, n)
-        flow = _transport_flow(s, r, w, phi, n, bool(balanced))
         dtype = _default_float()
+        flow = _transport_flow(s, r, w, phi, n, bool(balanced), dtype)
         self.graph = graph
         self.coordinates = jnp.asarray(phi, dtype)
         self.flow = jnp.asarray(flow, dtype)

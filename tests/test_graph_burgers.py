@@ -121,6 +121,27 @@ def test_flow_is_antisymmetric_divergence_free_hodge_projection():
     np.testing.assert_array_equal(np.asarray(ring_system.flow), np.sign(np.sin(phi[s] - phi[r])))
 
 
+def test_float32_flow_is_solved_to_what_float32_holds():
+    # Without x64 the flow is stored in float32 and the Laplacian solve stops at
+    # rtol 1e-9 (rounding to float32 alone leaves a divergence of ~1e-8): the stored
+    # flow equals the float64 one rounded, and its divergence sits at that floor.
+    g, coords = hyperbolic(n=3000, avg_degree=10, seed=3)
+    degree = np.bincount(np.asarray(g.receivers), minlength=g.n_nodes)
+    s, r = np.asarray(g.senders), np.asarray(g.receivers)
+    w = 1.0 / np.maximum(degree[s], degree[r])  # the graph-burgers task's weights
+    g = graphs.Graph(s, r, w, n_nodes=g.n_nodes)
+    b64 = np.asarray(solvers.GraphBurgers(g, 0.1, coordinates=coords).flow)
+    with jax.enable_x64(False):
+        b32 = solvers.GraphBurgers(g, 0.1, coordinates=coords).flow
+    assert b32.dtype == jnp.float32 and b64.dtype == np.float64
+    b32 = np.asarray(b32, np.float64)
+    scale = np.bincount(r, np.abs(b64), minlength=g.n_nodes).max()
+    assert np.abs(b32 - b64).max() < 1e-6 * np.abs(b64).max()
+    div32 = np.abs(np.bincount(r, b32, minlength=g.n_nodes)).max() / scale
+    assert div32 < 1e-7, div32
+    assert np.abs(np.bincount(r, b64, minlength=g.n_nodes)).max() / scale < 1e-13
+
+
 @pytest.mark.parametrize(
     "kind, flux",
     [("hyperbolic", f) for f in FLUXES] + [("erdos_renyi", FLUXES[0]), ("weighted", FLUXES[1])],
