@@ -179,3 +179,11 @@ def pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+# The graph Burgers configuration of the small benchmark runs (bench_noise, bench_scaling):
+# the example's graph (examples/graph_burgers.py). At the default spacing 1 the cluster
+# means barely move and the cluster model alone is near exact.
+GRAPH_BURGERS_SMALL = dict(fine_n=3000, coarse_n=16, avg_degree=8.0, spacing=0.25,
+                           fine_dt=0.02, n_train=8, n_val=4, n_test=4, t_train=10.0,
+                           train_steps=300, horizon=10, heads=2, depth=2)

@@ -16,7 +16,7 @@ import argparse
 import json
 from pathlib import Path
 
-from _common import header
+from _common import GRAPH_BURGERS_SMALL, header
 
 from neuroscale import build_config, evaluate_run, task_class, train_run
 
@@ -26,11 +26,7 @@ SMALL = {
                     train_steps=400, horizon=8),
     "kuramoto": dict(fine_n=2000, coarse_n=16, n_train=8, t_train=10.0, n_val=4, n_test=4,
                      train_steps=300, horizon=5, width=16, heads=2, depth=2),
-    # the example's graph (examples/graph_burgers.py): at the default spacing 1 the
-    # cluster means barely move and the cluster model alone is near exact
-    "graph-burgers": dict(fine_n=3000, coarse_n=16, avg_degree=8.0, spacing=0.25,
-                          fine_dt=0.02, n_train=8, n_val=4, n_test=4, t_train=10.0,
-                          train_steps=300, horizon=10, heads=2, depth=2, width=16),
+    "graph-burgers": dict(GRAPH_BURGERS_SMALL, width=16),
 }
 QUIET = dict(frontier=False, baselines=False, stability_factor=5)
 

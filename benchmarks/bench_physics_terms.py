@@ -15,6 +15,7 @@ it does.
 """
 
 import argparse
+import dataclasses
 import json
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from _common import header
 import hybrid
 from neuroscale import load_run
 from neuroscale._data import training_set
+from neuroscale._run import physics_penalty
 
 
 def _flat(grads):
@@ -35,21 +37,19 @@ def _flat(grads):
 
 
 def terms(task, train):
-    """The pipeline's energy term, and the conserved-mean term it used to carry (removed
-    after this measurement); the latter not for Kuramoto (no conserved mean)."""
-    scale = jnp.mean(train.ys**2)
-    e_scale = jnp.mean(task.energy(train.ys)) ** 2
+    """The pipeline's energy term (`physics_penalty`, at the run's weight or 0.1 where
+    it is off), and the conserved-mean term it used to carry (removed after this
+    measurement); the latter not for Kuramoto (no conserved mean)."""
     w = task.cfg.physics_weight or 0.1
+    weighted = type(task)(dataclasses.replace(task.cfg, physics_weight=w))
+    scale = jnp.mean(train.ys**2)
     axes = tuple(range(-max(task.ndim, 1), 0))
-
-    def energy(pred, target):
-        return w * jnp.mean((task.energy(pred) - task.energy(target)) ** 2) / e_scale
 
     def conserved(pred, target):
         drift = jnp.mean(pred, axis=axes) - jnp.mean(target, axis=axes)
         return w * jnp.mean(drift**2) / scale
 
-    out = {"energy": energy}
+    out = {"energy": physics_penalty(weighted, train)}
     if task.name != "kuramoto":
         out["conserved mean"] = conserved
     return out

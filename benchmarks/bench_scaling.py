@@ -26,7 +26,7 @@ import jax
 import jax.random as jr
 import numpy as np
 import scipy.stats
-from _common import header, pyplot
+from _common import GRAPH_BURGERS_SMALL, header, pyplot
 
 from neuroscale import build_config, evaluate_run, task_class, train_run
 
@@ -35,11 +35,7 @@ SMALL = {
                     train_steps=400, horizon=8, depth=4),
     "kuramoto": dict(fine_n=2000, coarse_n=16, n_train=8, t_train=10.0, n_val=4, n_test=4,
                      train_steps=300, horizon=5, heads=2, depth=2),
-    # the example's graph (examples/graph_burgers.py): at the default spacing 1 the
-    # cluster means barely move and the cluster model alone is near exact
-    "graph-burgers": dict(fine_n=3000, coarse_n=16, avg_degree=8.0, spacing=0.25,
-                          fine_dt=0.02, n_train=8, n_val=4, n_test=4, t_train=10.0,
-                          train_steps=300, horizon=10, heads=2, depth=2),
+    "graph-burgers": GRAPH_BURGERS_SMALL,
 }
 WIDTHS = {
     "burgers": (4, 6, 10, 16, 26, 42),
