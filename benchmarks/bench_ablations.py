@@ -75,6 +75,10 @@ CELLS = {
     "horizon 4": {"horizon": 4},
     "horizon 64": {"horizon": 64},
 }
+# switches that only one task has
+TASK_CELLS = {
+    "graph-burgers": {"no energy limiter": {"energy_limiter": False}},
+}
 # recalibrations of the base runs: (stochastic_closure, inflation)
 RECALIBRATED = {
     "no stochastic term": ("none", True),
@@ -151,8 +155,12 @@ def main() -> None:
     results: dict[str, list[dict]] = {}
     for name in args.cells:
         for seed in args.seeds:
-            if name in CELLS:
-                scores = run_cell(name, CELLS[name], seed, out, args.task)
+            cells = {**CELLS, **TASK_CELLS.get(args.task, {})}
+            if name in cells:
+                scores = run_cell(name, cells[name], seed, out, args.task)
+            elif name not in RECALIBRATED:
+                parser.error(f"--cells: no cell {name!r} for {args.task}: choose from "
+                             f"{sorted(cells) + sorted(RECALIBRATED)}")
             else:
                 run_cell("base", {}, seed, out, args.task)
                 path = folder_of(out, name, seed).with_suffix(".json")

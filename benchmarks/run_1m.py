@@ -121,6 +121,10 @@ def _child(args) -> None:
         cls = neuroscale.task_class(json.loads((out / "config.json").read_text())["task"])
         task = cls(load_config(out / "config.json", cls))
     cfg = task.cfg
+    # the run's derived arrays (renormalization, transport flow) in DIR/data/derived, as
+    # train_run and evaluate_run keep them: computed by the first process, read by the next
+    store = _run.derived_store(out)
+    store.__enter__()
     graph = rec.stage("graph", _network._graph, cfg.seed, cfg.fine_n, float(cfg.avg_degree))
     rec.stage("renormalization", _network.network, cfg)
 

@@ -14,6 +14,9 @@ from ._run import evaluate_run as evaluate_run
 from ._run import load_run as load_run
 from ._run import stability_run as stability_run
 from ._run import train_run as train_run
+from ._store import keep as keep
+from ._store import run_store as run_store
+from ._store import stored as stored
 from ._task import AbstractTask as AbstractTask
 from ._task import builtin_tasks as builtin_tasks
 from ._task import task_class as task_class

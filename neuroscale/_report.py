@@ -58,8 +58,7 @@ def write_report(
     cfg = task.cfg
     ts = np.asarray(ts)
     figures: dict[str, str] = {}
-    baseline_name = "Ott–Antonsen clusters, no closure" if task.ndim == 0 \
-        else "coarse solver, no closure"
+    baseline_name = task.baseline_name
     hybrid.viz.error_figure(out / "error_vs_time.png", ts, curves,
                             f"{cfg.task}: a-posteriori error")
     figures["error_vs_time.png"] = "rmse against time, all solvers (log scale)"
@@ -77,6 +76,7 @@ def write_report(
         f"(`{cfg.ensemble}`), closure `{cfg.closure}` in `{cfg.mode}` mode.",
         "",
         *_headline(results),
+        *_harm(results, baseline_name),
         "## Accuracy (a posteriori)",
         "",
         *_table(results, baseline_name),
@@ -169,6 +169,23 @@ def write_report(
     path = out / "report.md"
     path.write_text("\n".join(lines))
     return path
+
+
+def _harm(results: dict[str, Any], baseline_name: str) -> list[str]:
+    """A warning first when the closure does harm: the hybrid less accurate than the
+    physics alone on the test set or, at calibration, on the validation set."""
+    out = []
+    h, b = results["hybrid"]["rmse"], results["baseline"]["rmse"]
+    if not h < b:
+        out.append(f"- **Warning: the hybrid (rmse {_fmt(h)}) is less accurate than the "
+                   f"{baseline_name} (rmse {_fmt(b)}) on the test set.** The closure does "
+                   "harm: more (or less noisy) training data, or forecast without it.")
+    check = (results.get("calibration") or {}).get("closure_check")
+    if check and not check["closure_helps"]:
+        out.append(f"- **Warning: already on the validation set** the ensemble mean (rmse "
+                   f"{_fmt(check['rmse'])}) was no better than the physics alone (rmse "
+                   f"{_fmt(check['physics_rmse'])}).")
+    return out + [""] if out else []
 
 
 def _headline(results: dict[str, Any]) -> list[str]:

@@ -9,6 +9,7 @@ by any run that agrees on the data keys); `checkpoints/` (orbax steps, `fit.json
 
 import json
 import time
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -21,6 +22,7 @@ import hybrid
 
 from . import _data, _distributed
 from ._config import Config, load_config
+from ._store import run_store
 from ._task import AbstractTask, task_class
 
 # fold_in streams of the run's seed for the stages after training (fit uses the root
@@ -117,13 +119,23 @@ def _protect(out: Path, cfg: Config, resume: bool) -> None:
         )
 
 
+def derived_store(out: str | Path):
+    """The context in which a run's derived arrays (`neuroscale.stored`: a graph's
+    renormalization, a transport flow) are kept in `out/data/derived`."""
+    return run_store(Path(out) / "data" / "derived")
+
+
 def train_run(task: AbstractTask, out: str | Path, *, resume: bool = False,
               progress: bool = True, stop_after: int | None = None) -> hybrid.Ensemble:
     """`neuroscale train`: reference data, `hybrid.fit` with checkpoints in
     `out/checkpoints` (resumable bit-exactly), then `hybrid.calibrate` on the
     validation split; the ensemble in `out/model`, calibration in `out/uq.json`.
     `stop_after`: stop after that many steps, as if interrupted (for tests)."""
-    out = Path(out)
+    with derived_store(out):
+        return _train_run(task, Path(out), resume, progress, stop_after)
+
+
+def _train_run(task, out: Path, resume: bool, progress: bool, stop_after) -> hybrid.Ensemble:
     cfg = task.cfg
     out.mkdir(parents=True, exist_ok=True)
     _protect(out, cfg, resume)
@@ -255,7 +267,11 @@ def evaluate_run(out: str | Path, *, progress: bool = True, figures: bool = True
     """`neuroscale evaluate`: `hybrid.evaluate` on the held-out test set, the plain
     solvers at 2x/4x/8x the resolution, long-rollout stability; writes
     `out/metrics.json`, the figures and `out/report.md`. **Returns:** the metrics."""
-    out = Path(out)
+    with derived_store(out):
+        return _evaluate_run(Path(out), progress, figures)
+
+
+def _evaluate_run(out: Path, progress: bool, figures: bool) -> dict:
     task, ensemble = load_run(out)
     cfg = task.cfg
     t_start = time.perf_counter()
@@ -283,6 +299,11 @@ def evaluate_run(out: str | Path, *, progress: bool = True, figures: bool = True
     matched = [int(k[:-1]) for k, v in finer.items() if v["rmse"] >= h["rmse"]]
     results["equivalent_resolution_factor"] = max(matched) if matched else 1
     results["rmse_ratio_vs_baseline"] = h["rmse"] / results["baseline"]["rmse"]
+    results["closure_helps"] = bool(h["rmse"] < results["baseline"]["rmse"])
+    if not results["closure_helps"]:
+        warnings.warn(f"neuroscale evaluate: the hybrid (rmse {h['rmse']:.4g}) is less "
+                      f"accurate than {task.baseline_name} (rmse "
+                      f"{results['baseline']['rmse']:.4g}) on the test set.", stacklevel=2)
     uq_json = out / "uq.json"
     if uq_json.exists():
         results["calibration"] = json.loads(uq_json.read_text())
@@ -321,7 +342,11 @@ def stability_run(out: str | Path, *, factor: int | None = None, figure: bool = 
     held-out test initial conditions, written into the `stability` block of
     `out/metrics.json` (created if missing, other blocks kept) and, with `figure`,
     `out/stability_energy.png`."""
-    out = Path(out)
+    with derived_store(out):
+        return _stability_run(Path(out), factor, figure, progress)
+
+
+def _stability_run(out: Path, factor, figure: bool, progress: bool) -> hybrid.StabilityReport:
     task, ensemble = load_run(out)
     test, _, _ = _data.test_set(task, out, progress=progress)
     report = run_stability(task, ensemble, test, factor=factor)

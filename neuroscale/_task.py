@@ -56,6 +56,8 @@ class AbstractTask(eqx.Module):
     # the classical eddy-viscosity closures trained as baselines (`baselines=true`):
     # "smagorinsky", "leith" (`hybrid.closures.EddyViscosity`)
     eddy_viscosity: ClassVar[tuple[str, ...]] = ()
+    # what the report calls the coarse physics alone
+    baseline_name: ClassVar[str] = "coarse solver, no closure"
 
     @classmethod
     def validate(cls, cfg: Config) -> None:

@@ -104,23 +104,17 @@ def _check_coordinates(coordinates, n: int) -> np.ndarray:
     return phi.astype(np.float64)
 
 
-def _transport_flow(
-    s: np.ndarray, r: np.ndarray, w: np.ndarray, phi: np.ndarray, n: int, balanced: bool,
-    dtype: np.dtype,
-) -> np.ndarray:
-    r"""The edge flow $b_{ij}$ (from receiver $i$ to sender $j$ of each stored edge):
-    $\bar w_{ij} (\sigma_{ij} - p_j + p_i)$, $\sigma_{ij} = \operatorname{sign}
-    \sin(\phi_j - \phi_i)$, $\bar w = (W + W^T)/2$, with $p$ from
-    $L_{\bar w}\, p = -\operatorname{div}(\bar w \sigma)$ when `balanced` (else $p = 0$),
-    solved as far as `dtype` (where the flow will be stored) can hold it.
-    Exactly antisymmetric: every quantity is computed once per unordered pair."""
-    key = r * n + s  # sorted: Graph sorts by (receiver, sender)
+def _pairs(s: np.ndarray, r: np.ndarray, n: int):
+    """The distinct node pairs of the stored edges (sorted by receiver, then sender, as
+    `Graph` stores them): the first edge of each pair (`starts`), the pair of every
+    edge (`inverse`), the edges per pair (`counts`) and the pair of the reverse
+    direction (`reverse`); `ValueError` if a pair has no reverse."""
+    key = r * n + s
     first = np.concatenate([[True], key[1:] != key[:-1]]) if key.size else np.zeros(0, bool)
     starts = np.flatnonzero(first)
     inverse = np.cumsum(first) - 1
     counts = np.diff(np.append(starts, key.size))
     s_u, r_u = s[starts], r[starts]
-    w_u = np.add.reduceat(w, starts) if key.size else np.zeros(0)
     reverse = np.searchsorted(key[starts], s_u * n + r_u)
     found = reverse < starts.size
     found[found] = key[starts][reverse[found]] == (s_u * n + r_u)[found]
@@ -131,6 +125,60 @@ def _transport_flow(
             f"generators do): edge {s_u[k]} -> {r_u[k]} has no reverse. Transport along "
             "an edge must enter both endpoints' equations to conserve sum(u)."
         )
+    return starts, inverse, counts, reverse
+
+
+def _given_flow(flow, s: np.ndarray, r: np.ndarray, n: int, balanced: bool,
+                dtype: np.dtype) -> np.ndarray:
+    """Checks a transport flow passed in (`flow=`): one value per stored edge, finite,
+    antisymmetric over each pair of directions and, when `balanced`, divergence free
+    to what `dtype` holds."""
+    if isinstance(flow, jax.core.Tracer):
+        raise ValueError("`flow` must be concrete (a NumPy or JAX array), not traced.")
+    b = np.asarray(flow)
+    if b.shape != s.shape or not np.issubdtype(b.dtype, np.floating):
+        raise ValueError(
+            f"`flow` must be a real array of shape ({s.size},), one value per stored edge "
+            f"in the graph's edge order (e.g. another GraphBurgers' `flow` on the same "
+            f"graph), got shape {b.shape} and dtype {b.dtype}."
+        )
+    eps = np.finfo(b.dtype).eps
+    b = b.astype(np.float64)
+    if not np.all(np.isfinite(b)):
+        raise ValueError("`flow` must be finite.")
+    starts, inverse, counts, reverse = _pairs(s, r, n)
+    pair = np.bincount(inverse, weights=b, minlength=starts.size)
+    scale = max(np.abs(pair).max(initial=0.0), 1e-300)
+    if np.abs(pair + pair[reverse]).max(initial=0.0) > 8 * eps * scale:
+        raise ValueError(
+            "`flow` must be antisymmetric (the flow from i to j is minus the flow from "
+            "j to i), as GraphBurgers computes it: is it the flow of another graph?"
+        )
+    if balanced:
+        div = np.bincount(r, weights=b, minlength=n)
+        node = max(np.bincount(r, weights=np.abs(b), minlength=n).max(initial=0.0), 1e-300)
+        if np.abs(div).max(initial=0.0) / node > 10 * _DIVERGENCE_WARN[np.dtype(dtype)]:
+            raise ValueError(
+                f"`flow` has a divergence of {np.abs(div).max() / node:.1e} (relative): "
+                "with `balanced=True` it must be divergence free (a flow computed in "
+                "float32 is so only to ~1e-8; pass `balanced=False` for a raw orientation)."
+            )
+    return b
+
+
+def _transport_flow(
+    s: np.ndarray, r: np.ndarray, w: np.ndarray, phi: np.ndarray, n: int, balanced: bool,
+    dtype: np.dtype,
+) -> np.ndarray:
+    r"""The edge flow $b_{ij}$ (from receiver $i$ to sender $j$ of each stored edge):
+    $\bar w_{ij} (\sigma_{ij} - p_j + p_i)$, $\sigma_{ij} = \operatorname{sign}
+    \sin(\phi_j - \phi_i)$, $\bar w = (W + W^T)/2$, with $p$ from
+    $L_{\bar w}\, p = -\operatorname{div}(\bar w \sigma)$ when `balanced` (else $p = 0$),
+    solved as far as `dtype` (where the flow will be stored) can hold it.
+    Exactly antisymmetric: every quantity is computed once per unordered pair."""
+    starts, inverse, counts, reverse = _pairs(s, r, n)
+    s_u, r_u = s[starts], r[starts]
+    w_u = np.add.reduceat(w, starts) if s.size else np.zeros(0)
     w_bar = 0.5 * (w_u + w_u[reverse])
     lo, hi = np.minimum(s_u, r_u), np.maximum(s_u, r_u)
     sigma = np.sign(np.sin(phi[hi] - phi[lo]))  # orientation lo -> hi
@@ -233,6 +281,11 @@ class GraphBurgers(AbstractSystem):
       conservative but without the maximum principle.
     - `layout`: sum over edges through a `solvers.graphs.ColumnLayout` (`True`) or a
       segment sum (`False`); default `None`: the layout from 2**16 edges up.
+    - `flow`: the transport flow, if it was computed before (`other.flow` of a
+      `GraphBurgers` on the same graph and coordinates, e.g. stored with a run):
+      skips the Laplacian solve, the construction's main cost on large graphs.
+      Checked for shape, antisymmetry and (when `balanced`) divergence; the
+      orientation by `coordinates` is not re-checked. Default `None`: computed.
 
     **State:** `u: Float[Array, "N"]`, float32 or float64.
 
@@ -242,9 +295,11 @@ class GraphBurgers(AbstractSystem):
     $\sum_j |b_{ij}|$ and $\sum_j w_{ij}$ (for `stable_dt`).
 
     **Cost.** Construction runs on the host: the orientation, one Laplacian solve
-    (Jacobi-preconditioned CG to a relative residual of 1e-14: 180 iterations on a
-    100k-node random hyperbolic graph, 450-650 at 1M nodes and 10M edges, tens of
-    seconds there) and the column layout. The tendency is one pass over the edges.
+    (Jacobi-preconditioned CG to a relative residual of 1e-14 in float64, 1e-9 in
+    float32: 180 iterations on a 100k-node random hyperbolic graph with unit weights,
+    1,706 at 200k nodes with the graph-burgers task's weights in float32, minutes of
+    CPU at 1M nodes; pass `flow=` to reuse a flow computed before) and the column
+    layout. The tendency is one pass over the edges.
 
     **Reference:** B. Engquist, S. Osher, "One-sided difference approximations for
     nonlinear conservation laws", Math. Comp. 36, 321 (1981); R. J. LeVeque,
@@ -274,6 +329,7 @@ class GraphBurgers(AbstractSystem):
         forcing: Callable[[ArrayLike, Array], Array] | None = None,
         balanced: bool = True,
         layout: bool | None = None,
+        flow: Float[ArrayLike, " E"] | None = None,
     ):
         s, r, w = _concrete_graph(graph)
         n = graph.n_nodes
@@ -295,7 +351,10 @@ class GraphBurgers(AbstractSystem):
             raise ValueError(f"`layout` must be None, True or False, got {layout!r}.")
         phi = _check_coordinates(coordinates, n)
         dtype = _default_float()
-        flow = _transport_flow(s, r, w, phi, n, bool(balanced), dtype)
+        if flow is None:
+            flow = _transport_flow(s, r, w, phi, n, bool(balanced), dtype)
+        else:
+            flow = _given_flow(flow, s, r, n, bool(balanced), dtype)
         self.graph = graph
         self.coordinates = jnp.asarray(phi, dtype)
         self.flow = jnp.asarray(flow, dtype)

@@ -6,6 +6,7 @@ import diffrax
 import equinox as eqx
 import jax
 import jax.numpy as jnp
+import jax.random as jr
 import numpy as np
 import pytest
 
@@ -140,6 +141,32 @@ def test_float32_flow_is_solved_to_what_float32_holds():
     div32 = np.abs(np.bincount(r, b32, minlength=g.n_nodes)).max() / scale
     assert div32 < 1e-7, div32
     assert np.abs(np.bincount(r, b64, minlength=g.n_nodes)).max() / scale < 1e-13
+
+
+def test_a_flow_computed_before_is_taken_as_is_and_checked():
+    # `flow=`: the construction skips the Laplacian solve and gives the same system;
+    # a flow of the wrong shape, not antisymmetric or not divergence free is refused.
+    g, coords = hyperbolic(n=800, avg_degree=8, seed=5)
+    ref = solvers.GraphBurgers(g, 0.1, coordinates=coords, spacing=0.5)
+    again = solvers.GraphBurgers(g, 0.1, coordinates=coords, spacing=0.5,
+                                 flow=np.asarray(ref.flow))
+    np.testing.assert_array_equal(np.asarray(again.flow), np.asarray(ref.flow))
+    np.testing.assert_array_equal(np.asarray(again.flow_degree), np.asarray(ref.flow_degree))
+    u = jr.normal(jr.PRNGKey(0), (g.n_nodes,))
+    np.testing.assert_array_equal(again.vector_field(0.0, u, None),
+                                  ref.vector_field(0.0, u, None))
+    b = np.asarray(ref.flow)
+    with pytest.raises(ValueError, match="`flow` must be a real array of shape"):
+        solvers.GraphBurgers(g, 0.1, coordinates=coords, flow=b[:-1])
+    with pytest.raises(ValueError, match="`flow` must be finite"):
+        solvers.GraphBurgers(g, 0.1, coordinates=coords, flow=np.where(b > 0, np.nan, b))
+    with pytest.raises(ValueError, match="`flow` must be antisymmetric"):
+        solvers.GraphBurgers(g, 0.1, coordinates=coords, flow=np.abs(b))
+    # the raw orientation: antisymmetric but not divergence free
+    raw = np.asarray(solvers.GraphBurgers(g, 0.1, coordinates=coords, balanced=False).flow)
+    with pytest.raises(ValueError, match="`flow` has a divergence of"):
+        solvers.GraphBurgers(g, 0.1, coordinates=coords, flow=raw)
+    solvers.GraphBurgers(g, 0.1, coordinates=coords, flow=raw, balanced=False)
 
 
 @pytest.mark.parametrize(

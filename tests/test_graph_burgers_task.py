@@ -9,6 +9,7 @@ import sys
 from pathlib import Path
 
 import equinox as eqx
+import jax
 import jax.numpy as jnp
 import jax.random as jr
 import numpy as np
@@ -174,6 +175,112 @@ def test_config_checks_for_graph_burgers():
         build_config(GB, sets=["closure=stencil"])
     with pytest.raises(ValueError, match="`clustering` must be 'spectral' or 'geometric'"):
         build_config(GB, sets=["clustering=louvain"])
+
+
+def test_energy_limiter_keeps_the_unforced_hybrid_from_creating_energy():
+    # A closure with large random fluxes (init_scale 30) makes the unforced hybrid's
+    # energy grow (the measure can fail); the same closure under `EnergyLimitedClosure`
+    # (the task's default) never lets it grow, conserves the total, and leaves the
+    # closure untouched where it removes energy. The coarse physics alone dissipates.
+    import hybrid
+
+    energies = {}
+    for limiter in (False, True):
+        task = _task(forcing=0.0, energy_limiter=limiter)
+        fine, u0 = task.sample(jr.PRNGKey(3))
+        y0 = task.coarse_grain(u0, 8)
+        physics = task.coarse_physics(fine, 8)
+        closure = task.make_closure(jr.PRNGKey(1), init_scale=30.0)
+        model = hybrid.Hybrid(physics, closure)
+        sol = solvers.solve(model, y0, jnp.arange(0, 50.01, 0.5), dt=0.05,
+                            args=task.closure_args(physics), throw=False)
+        e = np.asarray(task.energy(sol.ys))
+        energies[limiter] = np.where(np.isfinite(e), e, np.inf)  # a blow-up: infinite
+    total = np.asarray(jnp.sum(task.renormalization.sizes * sol.ys, axis=-1))
+    np.testing.assert_allclose(total, total[0], rtol=1e-10)
+    assert energies[False].max() > 1.2 * energies[False][0]
+    # with the limiter the semi-discrete energy rate is <= 0 at every state of the
+    # rollout (this closure saturates it: rate 0), so the energy can move only by
+    # SSPRK3's time-discretisation error (1e-12 relative here)
+    c = physics.coarse
+    volume = np.asarray(c.volume)
+    args = task.closure_args(physics)
+
+    @jax.jit
+    @jax.vmap
+    def rate(y):
+        dev = y - jnp.sum(volume * y) / volume.sum()
+        return (jnp.sum(volume * dev * model.vector_field(0.0, y, args)),
+                jnp.sum(volume * y**2))
+
+    rates, norms = rate(sol.ys)
+    assert np.all(np.asarray(rates) <= 1e-12 * np.asarray(norms)), rates
+    assert energies[True].max() <= energies[True][0] * (1 + 1e-9)
+    # the physics' own energy rate is negative on random states
+    ys = 2 * jr.normal(jr.PRNGKey(5), (200, 8))
+    rate = jax.vmap(lambda y: c.burgers.vector_field(0.0, y, None))(ys)
+    dev = ys - (volume * ys).sum(1, keepdims=True) / volume.sum()
+    assert float(jnp.max(jnp.sum(dev * rate, axis=1))) < 0
+    # where the closure removes energy it is passed through unchanged
+    inner = closure.closure
+    for y in ys[:50]:
+        dy = inner(0.0, y, args)
+        dev = y - jnp.sum(volume * y) / volume.sum()
+        if float(jnp.sum(volume * dev * dy)) <= 0:
+            np.testing.assert_array_equal(closure(0.0, y, args), dy)
+            break
+    else:
+        raise AssertionError("no state where the random closure removes energy")
+
+
+def test_a_run_keeps_its_renormalization_and_transport_flow(tmp_path, monkeypatch):
+    # What `evaluate` (a new process) would recompute for minutes at a million nodes is
+    # kept with the run: inside `run_store` the renormalization and the fine system's
+    # transport flow are written once, then read back instead of recomputed, and the
+    # systems built from them are the same.
+    import importlib
+
+    from neuroscale import run_store
+    from neuroscale.tasks import _network
+
+    gb_module = importlib.import_module("solvers._graph_burgers")
+    task = _task(fine_n=1100, seed=7)
+    with run_store(tmp_path):
+        fine = task.sample(jr.PRNGKey(0))[0]
+        system = fine.system()
+    names = sorted(p.name.split("-")[0] for p in tmp_path.iterdir())
+    assert names == ["graph", "renormalization"], names
+    labels = np.asarray(task.renormalization.labels)
+
+    def recomputed(*args, **kwargs):
+        raise AssertionError("recomputed instead of read from the run")
+
+    _network._network.cache_clear()  # as in a new process
+    monkeypatch.setattr(_network, "renormalize", recomputed)
+    monkeypatch.setattr(gb_module, "_transport_flow", recomputed)
+    with run_store(tmp_path):
+        again = _task(fine_n=1100, seed=7)
+        np.testing.assert_array_equal(np.asarray(again.renormalization.labels), labels)
+        np.testing.assert_array_equal(np.asarray(again.renormalization.coupling_matrix),
+                                      np.asarray(task.renormalization.coupling_matrix))
+        assert again.renormalization.parents == task.renormalization.parents
+        system2 = again.sample(jr.PRNGKey(0))[0].system()
+    np.testing.assert_array_equal(np.asarray(system2.flow), np.asarray(system.flow))
+    # another graph (seed) is another file: it is computed, not confused with this one
+    monkeypatch.undo()
+    other = tmp_path / "other"
+    with run_store(other):
+        _task(fine_n=1100, seed=8).sample(jr.PRNGKey(0))[0].system()
+    assert len(list(other.iterdir())) == 2
+    assert not np.array_equal(
+        np.asarray(_task(fine_n=1100, seed=8).renormalization.coupling_matrix),
+        np.asarray(task.renormalization.coupling_matrix))
+    # built before the store was entered (cached in memory): still kept with the run
+    late = tmp_path / "late"
+    with run_store(late):
+        _task(fine_n=1100, seed=8).sample(jr.PRNGKey(0))[0].system()
+    assert sorted(p.name.split("-")[0] for p in late.iterdir()) == ["graph",
+                                                                    "renormalization"]
 
 
 @pytest.mark.slow

@@ -66,6 +66,20 @@ def test_user_system_trains_calibrates_and_evaluates(trained):
         v["crps"] for v in info["validation"].values())
 
 
+def test_calibrate_warns_when_the_closure_does_harm(trained):
+    # closure_check: the members' mean against the physics alone on validation data
+    check = trained["info"]["closure_check"]
+    assert check["closure_helps"] and check["rmse"] < check["physics_rmse"] / 3, check
+    # the same members on top of the exact physics add a second cubic spring: the
+    # physics alone is now the better forecast, and calibrate says so
+    harmful = eqx.tree_at(lambda e: e.physics, trained["ens"], DuffingRing(N, 1.0))
+    with pytest.warns(UserWarning, match="the closure does harm"):
+        _, info = hybrid.calibrate(harmful, trained["val"], dt=0.1, key=jr.PRNGKey(1),
+                                   return_info=True)
+    assert not info["closure_check"]["closure_helps"]
+    assert info["closure_check"]["physics_rmse"] < 1e-3 * info["closure_check"]["rmse"]
+
+
 def test_user_system_saves_reloads_and_is_stable(trained):
     path = trained["out"] / "model"
     hybrid.save(path, trained["cal"])

@@ -12,6 +12,7 @@ validation trajectories the members never saw.
    data it was chosen on.
 """
 
+import warnings
 from typing import Any
 
 import equinox as eqx
@@ -144,6 +145,25 @@ def _scores(ys, ref) -> dict[str, float]:
     return M.uq_summary(ys[:, :, 1:], ref[:, 1:])
 
 
+def _closure_check(ensemble, val: Trajectories, dt: float, members) -> dict[str, Any]:
+    """The members' mean against the physics alone on the validation set (rmse over
+    the saves after the first), with a warning if the closure does not help."""
+    from .._evaluate import physics_rollouts
+
+    ref = val.ys[:, 1:]
+    physics, _ = physics_rollouts(ensemble.physics, val, dt=dt)
+    hybrid_rmse = float(M.rmse(jnp.mean(members, axis=0)[:, 1:], ref))
+    physics_rmse = float(M.rmse(physics[:, 1:], ref))
+    helps = hybrid_rmse < physics_rmse
+    if not helps:
+        warnings.warn(
+            f"hybrid.calibrate: on the validation set the ensemble mean (rmse "
+            f"{hybrid_rmse:.4g}) is no better than the physics alone (rmse "
+            f"{physics_rmse:.4g}): the closure does harm here. Train on more (or less "
+            "noisy) data, or forecast with the physics alone.", stacklevel=3)
+    return {"rmse": hybrid_rmse, "physics_rmse": physics_rmse, "closure_helps": helps}
+
+
 def calibrate(
     ensemble: Any,
     val: Trajectories,
@@ -174,10 +194,16 @@ def calibrate(
     - `select`: keep a layer only if it lowers the validation CRPS.
     - `max_windows`: residual windows used, at most.
     - `return_info`: also return a dict of what was fitted and the validation scores
-      of every candidate (what `uq.json` holds).
+      of every candidate (what `uq.json` holds), and `closure_check`: the rmse of
+      the members' mean and of the physics alone on the validation set.
 
     **Returns:** the calibrated ensemble (its `rollout` adds the noise when given a
     `key`, and applies the inflation), or `(ensemble, info)` with `return_info`.
+
+    **Warns** (`UserWarning`) when the members' mean is no better than the physics
+    alone on the validation set: the closure does harm there (too little data, or
+    observational noise that the training chased), and a forecast from the physics
+    alone would be better.
     """
     if not isinstance(val, Trajectories):
         raise ValueError(f"`val` must be hybrid.Trajectories, got {type(val).__name__}.")
@@ -228,6 +254,7 @@ def calibrate(
             candidates[name + "+inflation"] = (inflated, mean + alpha * (ys - mean))
     scores = {name: _scores(ys, ref) for name, (_, ys) in candidates.items()}
     info["validation"] = scores
+    info["closure_check"] = _closure_check(ensemble, val, dt, candidates["members"][1])
     if select:
         chosen = min(scores, key=lambda n: scores[n]["crps"])
     else:

@@ -7,12 +7,15 @@ import functools
 from typing import Any
 
 import jax
+import jax.numpy as jnp
 import jax.random as jr
+import numpy as np
 
 from hybrid.coarse_graining import Renormalization, renormalize
 from solvers.graphs import Graph, HyperbolicCoordinates, random_hyperbolic
 
 from .._config import Config, data_key
+from .._store import keep, stored
 from .._task import AbstractTask
 
 # fold_in stream of the run's seed for the graph and its renormalization (the data
@@ -58,7 +61,8 @@ class Network:
     (`network(cfg)`, cached), it sits in static fields and jit caches key on it."""
 
     def __init__(self, graph: Graph, coordinates: HyperbolicCoordinates,
-                 renormalization: Renormalization):
+                 renormalization: Renormalization, key: tuple = ()):
+        self.key = key  # (seed, fine_n, avg_degree, ...): what it was built from
         self.graph = graph
         self.coordinates = coordinates
         self.renormalization = renormalization
@@ -91,22 +95,53 @@ def _graph(seed: int, fine_n: int, avg_degree: float) -> tuple[Graph, Hyperbolic
                                  return_coordinates=True)
 
 
+def _arrays(r: Renormalization) -> dict[str, np.ndarray]:
+    return {"labels": np.asarray(r.labels), "sizes": np.asarray(r.sizes),
+            "coupling_matrix": np.asarray(r.coupling_matrix),
+            "influence": np.asarray(r.influence),
+            **{f"parents_{i}": np.asarray(p, np.int64) for i, p in enumerate(r.parents)}}
+
+
+def _store_key(*args) -> tuple:
+    return (*args, str(jax.dtypes.canonicalize_dtype(np.float64)))
+
+
 @functools.lru_cache(maxsize=4)
 def _network(seed: int, fine_n: int, avg_degree: float, coarse_n: int, scales: int,
              clustering: str) -> Network:
     # Host-side work with concrete values, even when first asked for inside a trace.
     graph, coords = _graph(seed, fine_n, avg_degree)
+
+    def build() -> dict[str, np.ndarray]:
+        with jax.ensure_compile_time_eval():
+            r = renormalize(graph, coarse_n, method=clustering, scales=scales,
+                            key=_keys(seed)[1], coordinates=coords)
+        return _arrays(r)
+
+    # kept with the run (`DIR/data/derived`): minutes at a million nodes, and the
+    # evaluation must group the nodes as the data were grouped
+    a = stored("renormalization", _store_key(seed, fine_n, avg_degree, coarse_n, scales,
+                                             clustering), build)
     with jax.ensure_compile_time_eval():
-        renorm = renormalize(graph, coarse_n, method=clustering, scales=scales,
-                             key=_keys(seed)[1], coordinates=coords)
-    return Network(graph, coords, renorm)
+        renorm = Renormalization(
+            labels=jnp.asarray(a["labels"]), sizes=jnp.asarray(a["sizes"]),
+            coupling_matrix=jnp.asarray(a["coupling_matrix"]),
+            influence=jnp.asarray(a["influence"]),
+            parents=tuple(tuple(int(p) for p in a[f"parents_{i}"])
+                          for i in range(scales - 1) if f"parents_{i}" in a))
+    return Network(graph, coords, renorm, key=(seed, fine_n, avg_degree, coarse_n, scales,
+                                               clustering))
 
 
 def network(cfg: GraphConfig) -> Network:
     """The run's graph and its renormalization, from `cfg.seed` (cached): the same
-    object for every task with the same seed, size, degree and clustering."""
-    return _network(cfg.seed, cfg.fine_n, float(cfg.avg_degree), cfg.coarse_n, cfg.scales,
-                    cfg.clustering)
+    object for every task with the same seed, size, degree and clustering; its
+    renormalization kept with the run that asks for it (`neuroscale.stored`)."""
+    args = (cfg.seed, cfg.fine_n, float(cfg.avg_degree), cfg.coarse_n, cfg.scales,
+            cfg.clustering)
+    net = _network(*args)
+    keep("renormalization", _store_key(*args), lambda: _arrays(net.renormalization))
+    return net
 
 
 class AbstractGraphTask(AbstractTask):

@@ -134,6 +134,7 @@ class KuramotoTask(AbstractGraphTask):
     """
 
     name = "kuramoto"
+    baseline_name = "Ott–Antonsen clusters, no closure"
     config_class = KuramotoConfig
     closures = ("graph-attention",)
     reference_in_frontier = True
