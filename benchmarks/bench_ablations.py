@@ -153,14 +153,15 @@ def main() -> None:
     print(f"ablations ({args.task})")
     print(header())
     results: dict[str, list[dict]] = {}
+    cells = {**CELLS, **TASK_CELLS.get(args.task, {})}
+    unknown = [c for c in args.cells if c not in cells and c not in RECALIBRATED]
+    if unknown:
+        parser.error(f"--cells: no cell {unknown} for {args.task}: choose from "
+                     f"{sorted(cells) + sorted(RECALIBRATED)}")
     for name in args.cells:
         for seed in args.seeds:
-            cells = {**CELLS, **TASK_CELLS.get(args.task, {})}
             if name in cells:
                 scores = run_cell(name, cells[name], seed, out, args.task)
-            elif name not in RECALIBRATED:
-                parser.error(f"--cells: no cell {name!r} for {args.task}: choose from "
-                             f"{sorted(cells) + sorted(RECALIBRATED)}")
             else:
                 run_cell("base", {}, seed, out, args.task)
                 path = folder_of(out, name, seed).with_suffix(".json")

@@ -101,14 +101,9 @@ class _Recorder:
 
 
 def _child(args) -> None:
-    import jax
-    import jax.random as jr
-
-    import hybrid
     import neuroscale
-    from neuroscale import _data, _run
+    from neuroscale import _run
     from neuroscale._config import load_config
-    from neuroscale.tasks import _network
 
     out = Path(args.out)
     rec = _Recorder(args.child)
@@ -120,11 +115,21 @@ def _child(args) -> None:
     else:
         cls = neuroscale.task_class(json.loads((out / "config.json").read_text())["task"])
         task = cls(load_config(out / "config.json", cls))
-    cfg = task.cfg
     # the run's derived arrays (renormalization, transport flow) in DIR/data/derived, as
     # train_run and evaluate_run keep them: computed by the first process, read by the next
-    store = _run.derived_store(out)
-    store.__enter__()
+    with _run.derived_store(out):
+        _stages(args, out, rec, task, start)
+
+
+def _stages(args, out: Path, rec: "_Recorder", task, start: float) -> None:
+    import jax
+    import jax.random as jr
+
+    import hybrid
+    from neuroscale import _data, _run
+    from neuroscale.tasks import _network
+
+    cfg = task.cfg
     graph = rec.stage("graph", _network._graph, cfg.seed, cfg.fine_n, float(cfg.avg_degree))
     rec.stage("renormalization", _network.network, cfg)
 

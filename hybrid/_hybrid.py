@@ -33,13 +33,19 @@ def call_closure(closure: Callable, t, y, args):
 
 
 class _ClosureTendency(eqx.Module):
-    # The closure's tendency on the integrator's internal representation.
+    # The closure's tendency on the integrator's internal representation; `limit`:
+    # passed through the physics' `limit_closure` (tendency mode; a per-step
+    # correction is not a tendency).
     closure: Callable
     system: solvers.AbstractSystem
+    limit: bool = eqx.field(static=True, default=False)
 
     def __call__(self, t, z, args):
         y = self.system.from_internal(z)
-        return self.system.to_internal(call_closure(self.closure, t, y, args))
+        dy = call_closure(self.closure, t, y, args)
+        if self.limit:
+            dy = self.system.limit_closure(t, y, dy, args)
+        return self.system.to_internal(dy)
 
 
 class _NonlinearPlusClosure(eqx.Module):
@@ -142,7 +148,8 @@ class Hybrid(solvers.AbstractSystem):
     def vector_field(self, t, y, args):
         dy = self.physics.vector_field(t, y, args)
         if self.mode == "tendency":
-            dy = dy + call_closure(self.closure, t, y, args)
+            dy = dy + self.physics.limit_closure(t, y, call_closure(self.closure, t, y, args),
+                                                 args)
         return dy
 
     def to_internal(self, y):
@@ -152,7 +159,7 @@ class Hybrid(solvers.AbstractSystem):
         return self.physics.from_internal(z)
 
     def _closure_internal(self) -> _ClosureTendency:
-        return _ClosureTendency(self.closure, self.physics)
+        return _ClosureTendency(self.closure, self.physics, limit=self.mode == "tendency")
 
     def terms(self) -> diffrax.AbstractTerm:
         terms = self.physics.terms()

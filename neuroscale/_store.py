@@ -5,6 +5,7 @@ recomputing them, and every process of a run uses the same ones as the data did.
 import contextlib
 import hashlib
 import os
+import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
@@ -37,12 +38,21 @@ def _path(name: str, key: tuple) -> Path | None:
 def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
     # written under a private name and renamed: a reader (or a second process of the
-    # run) sees the whole file or none
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    with open(tmp, "wb") as f:
-        np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
-    os.replace(tmp, path)
+    # run, on any host) sees the whole file or none
+    fd, tmp = tempfile.mkstemp(prefix=f".{path.name}.", dir=path.parent)
+    try:
+        with os.fdopen(fd, "wb") as f:
+            np.savez(f, **{k: np.asarray(v) for k, v in arrays.items()})
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.unlink(tmp)
     _KEPT.add(path)
+
+
+def _read(path: Path) -> dict[str, np.ndarray]:
+    with np.load(path, allow_pickle=False) as z:
+        return {k: z[k] for k in z.files}
 
 
 def stored(name: str, key: tuple, build: Callable[[], dict[str, np.ndarray]]
@@ -64,8 +74,7 @@ def stored(name: str, key: tuple, build: Callable[[], dict[str, np.ndarray]]
     """
     path = _path(name, key)
     if path is not None and path.exists():
-        with np.load(path, allow_pickle=False) as z:
-            return {k: z[k] for k in z.files}
+        return _read(path)
     arrays = build()
     if path is not None:
         _write(path, arrays)
@@ -73,11 +82,25 @@ def stored(name: str, key: tuple, build: Callable[[], dict[str, np.ndarray]]
 
 
 def keep(name: str, key: tuple, arrays: Callable[[], dict[str, np.ndarray]]) -> None:
-    """Inside `run_store`, write `arrays()` as `stored` would if the folder lacks them
-    (once per file and process; a no-op outside one)."""
+    """Inside `run_store`, write `arrays()` as `stored` would if the folder lacks them,
+    or, if it has them, check that they are the same (`ValueError` if not: the run's
+    data were made with other arrays); once per file and process, a no-op outside a
+    `run_store`."""
     path = _path(name, key)
     if path is None or path in _KEPT:
         return
+    mine = arrays()
     if not path.exists():
-        _write(path, arrays())
+        _write(path, mine)
+        return
+    theirs = _read(path)
+    same = set(mine) == set(theirs) and all(
+        np.asarray(mine[k]).dtype == theirs[k].dtype
+        and np.array_equal(np.asarray(mine[k]), theirs[k]) for k in mine)
+    if not same:
+        raise ValueError(
+            f"{path} holds other `{name}` arrays than this process computed for the same "
+            "key: the run's data were made with them. Build the task inside "
+            "`neuroscale.run_store` (as train_run and evaluate_run do) so that they are "
+            "read back, or start a new run folder.")
     _KEPT.add(path)

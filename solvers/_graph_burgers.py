@@ -143,6 +143,9 @@ def _given_flow(flow, s: np.ndarray, r: np.ndarray, n: int, balanced: bool,
             f"graph), got shape {b.shape} and dtype {b.dtype}."
         )
     eps = np.finfo(b.dtype).eps
+    # divergence free to what the flow was computed in or is stored in, the looser
+    loosest = max(_DIVERGENCE_WARN.get(np.dtype(b.dtype), _DIVERGENCE_WARN[np.dtype(np.float32)]),
+                  _DIVERGENCE_WARN[np.dtype(dtype)])
     b = b.astype(np.float64)
     if not np.all(np.isfinite(b)):
         raise ValueError("`flow` must be finite.")
@@ -157,7 +160,7 @@ def _given_flow(flow, s: np.ndarray, r: np.ndarray, n: int, balanced: bool,
     if balanced:
         div = np.bincount(r, weights=b, minlength=n)
         node = max(np.bincount(r, weights=np.abs(b), minlength=n).max(initial=0.0), 1e-300)
-        if np.abs(div).max(initial=0.0) / node > 10 * _DIVERGENCE_WARN[np.dtype(dtype)]:
+        if np.abs(div).max(initial=0.0) / node > 10 * loosest:
             raise ValueError(
                 f"`flow` has a divergence of {np.abs(div).max() / node:.1e} (relative): "
                 "with `balanced=True` it must be divergence free (a flow computed in "

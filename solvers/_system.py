@@ -81,6 +81,14 @@ class AbstractSystem(eqx.Module):
         default or given. Identity by default."""
         return solver
 
+    def limit_closure(self, t: ArrayLike, y: PyTree[Array], closure_tendency: PyTree[Array],
+                      args: Any) -> PyTree[Array]:
+        """Hook for physics that bound what a learned closure may add to its tendency
+        (e.g. no creation of an energy the physics itself can only dissipate):
+        `hybrid.Hybrid` in tendency mode passes every closure tendency through it,
+        whatever the closure and the ensemble. Identity by default."""
+        return closure_tendency
+
     def diffusion(self, t: ArrayLike, y: PyTree[Array], args: Any) -> Array | None:
         """Additive noise amplitude $\\sigma$ for $dy = f\\,dt + \\sigma\\,dW$, or
         `None` for a deterministic system (the default)."""

@@ -177,57 +177,63 @@ def test_config_checks_for_graph_burgers():
         build_config(GB, sets=["clustering=louvain"])
 
 
-def test_energy_limiter_keeps_the_unforced_hybrid_from_creating_energy():
+@pytest.mark.parametrize("forcing", [0.0, 0.3])
+def test_energy_limiter_keeps_the_hybrid_from_creating_energy(forcing):
     # A closure with large random fluxes (init_scale 30) makes the unforced hybrid's
-    # energy grow (the measure can fail); the same closure under `EnergyLimitedClosure`
-    # (the task's default) never lets it grow, conserves the total, and leaves the
-    # closure untouched where it removes energy. The coarse physics alone dissipates.
+    # energy grow (the measure can fail); with the task's default `energy_limiter` the
+    # physics bounds the same closure (`ClusterBurgers.limit_closure`): at every state
+    # of the rollout the energy rate of the hybrid without its forcing is <= 0, the
+    # total is conserved, and where the closure removes energy it is left unchanged.
+    # The coarse physics alone dissipates.
     import hybrid
 
-    energies = {}
+    energies, rates = {}, {}
     for limiter in (False, True):
-        task = _task(forcing=0.0, energy_limiter=limiter)
+        task = _task(forcing=forcing, energy_limiter=limiter)
         fine, u0 = task.sample(jr.PRNGKey(3))
         y0 = task.coarse_grain(u0, 8)
         physics = task.coarse_physics(fine, 8)
         closure = task.make_closure(jr.PRNGKey(1), init_scale=30.0)
         model = hybrid.Hybrid(physics, closure)
-        sol = solvers.solve(model, y0, jnp.arange(0, 50.01, 0.5), dt=0.05,
-                            args=task.closure_args(physics), throw=False)
+        args = task.closure_args(physics)
+        sol = solvers.solve(model, y0, jnp.arange(0, 50.01, 0.5), dt=0.05, args=args,
+                            throw=False)
         e = np.asarray(task.energy(sol.ys))
         energies[limiter] = np.where(np.isfinite(e), e, np.inf)  # a blow-up: infinite
+        volume = np.asarray(physics.coarse.volume)
+
+        @jax.jit
+        @jax.vmap
+        def rate(y, model=model, args=args, physics=physics, volume=volume):
+            dev = y - jnp.sum(volume * y) / volume.sum()
+            unforced = model.vector_field(0.0, y, args) - physics.forcing
+            return jnp.sum(volume * dev * unforced), jnp.sum(volume * y**2)
+
+        rates[limiter] = rate(sol.ys)
+    if forcing == 0:
+        assert energies[False].max() > 1.2 * energies[False][0]
+        # this closure saturates the bound (rate 0): the energy moves only by SSPRK3's
+        # time-discretisation error
+        assert energies[True].max() <= energies[True][0] * (1 + 1e-9)
+    r, norm = (np.asarray(x) for x in rates[True])
+    assert np.all(r <= 1e-12 * norm), r
+    r_free = np.asarray(rates[False][0])
+    assert np.nanmax(r_free) > 0  # without the limiter this closure does create energy
     total = np.asarray(jnp.sum(task.renormalization.sizes * sol.ys, axis=-1))
-    np.testing.assert_allclose(total, total[0], rtol=1e-10)
-    assert energies[False].max() > 1.2 * energies[False][0]
-    # with the limiter the semi-discrete energy rate is <= 0 at every state of the
-    # rollout (this closure saturates it: rate 0), so the energy can move only by
-    # SSPRK3's time-discretisation error (1e-12 relative here)
-    c = physics.coarse
-    volume = np.asarray(c.volume)
-    args = task.closure_args(physics)
-
-    @jax.jit
-    @jax.vmap
-    def rate(y):
-        dev = y - jnp.sum(volume * y) / volume.sum()
-        return (jnp.sum(volume * dev * model.vector_field(0.0, y, args)),
-                jnp.sum(volume * y**2))
-
-    rates, norms = rate(sol.ys)
-    assert np.all(np.asarray(rates) <= 1e-12 * np.asarray(norms)), rates
-    assert energies[True].max() <= energies[True][0] * (1 + 1e-9)
+    if forcing == 0:
+        np.testing.assert_allclose(total, total[0], rtol=1e-10)
     # the physics' own energy rate is negative on random states
+    c = physics.coarse
     ys = 2 * jr.normal(jr.PRNGKey(5), (200, 8))
-    rate = jax.vmap(lambda y: c.burgers.vector_field(0.0, y, None))(ys)
+    own = jax.vmap(lambda y: c.burgers.vector_field(0.0, y, None))(ys)
     dev = ys - (volume * ys).sum(1, keepdims=True) / volume.sum()
-    assert float(jnp.max(jnp.sum(dev * rate, axis=1))) < 0
+    assert float(jnp.max(jnp.sum(dev * own, axis=1))) < 0
     # where the closure removes energy it is passed through unchanged
-    inner = closure.closure
     for y in ys[:50]:
-        dy = inner(0.0, y, args)
+        dy = closure(0.0, y, args)
         dev = y - jnp.sum(volume * y) / volume.sum()
         if float(jnp.sum(volume * dev * dy)) <= 0:
-            np.testing.assert_array_equal(closure(0.0, y, args), dy)
+            np.testing.assert_array_equal(physics.limit_closure(0.0, y, dy, args), dy)
             break
     else:
         raise AssertionError("no state where the random closure removes energy")
@@ -248,8 +254,7 @@ def test_a_run_keeps_its_renormalization_and_transport_flow(tmp_path, monkeypatc
     with run_store(tmp_path):
         fine = task.sample(jr.PRNGKey(0))[0]
         system = fine.system()
-    names = sorted(p.name.split("-")[0] for p in tmp_path.iterdir())
-    assert names == ["graph", "renormalization"], names
+    assert _kinds(tmp_path) == ["graph-burgers-flow", "renormalization"]
     labels = np.asarray(task.renormalization.labels)
 
     def recomputed(*args, **kwargs):
@@ -279,8 +284,49 @@ def test_a_run_keeps_its_renormalization_and_transport_flow(tmp_path, monkeypatc
     late = tmp_path / "late"
     with run_store(late):
         _task(fine_n=1100, seed=8).sample(jr.PRNGKey(0))[0].system()
-    assert sorted(p.name.split("-")[0] for p in late.iterdir()) == ["graph",
-                                                                    "renormalization"]
+    assert _kinds(late) == ["graph-burgers-flow", "renormalization"]
+    # ... and checked against what the folder holds: other arrays under the same key
+    # are refused (the run's data were made with those)
+    path = next(late.glob("renormalization-*.npz"))
+    with np.load(path) as z:
+        tampered = {k: z[k] for k in z.files}
+    tampered["labels"] = tampered["labels"][::-1].copy()
+    np.savez(path, **tampered)
+    _network._network.cache_clear()  # a new process: nothing built, nothing checked
+    monkeypatch.setattr(importlib.import_module("neuroscale._store"), "_KEPT", set())
+    _task(fine_n=1100, seed=8).network  # built outside the store: in memory
+    with run_store(late), pytest.raises(ValueError, match="other `renormalization` arrays"):
+        _task(fine_n=1100, seed=8).network
+    # nothing half-written is left behind
+    assert not [p for p in tmp_path.rglob(".*")]
+
+
+def _kinds(folder):
+    return sorted(p.name.rsplit("-", 1)[0] for p in folder.iterdir() if p.is_file())
+
+
+def test_float32_run_reads_back_its_float32_flow(tmp_path):
+    # The 1M-node runs are float32: the stored flow (float32, divergence ~1e-8 after
+    # rounding) is accepted when read back into a float32 system, and a float64
+    # process gets its own files (the dtype is part of the key).
+    from neuroscale import run_store
+    from neuroscale.tasks import _network
+
+    with jax.enable_x64(False):
+        task = _task(fine_n=1200, seed=9)
+        with run_store(tmp_path):
+            flow = np.asarray(task.sample(jr.PRNGKey(0))[0].system().flow)
+        assert flow.dtype == np.float32
+        _network._network.cache_clear()
+        with run_store(tmp_path):
+            again = np.asarray(_task(fine_n=1200, seed=9).sample(jr.PRNGKey(0))[0]
+                               .system().flow)
+        np.testing.assert_array_equal(again, flow)
+    assert len(_kinds(tmp_path)) == 2
+    with run_store(tmp_path):
+        flow64 = np.asarray(_task(fine_n=1200, seed=9).sample(jr.PRNGKey(0))[0].system().flow)
+    assert flow64.dtype == np.float64 and len(_kinds(tmp_path)) == 4
+    np.testing.assert_allclose(flow64, flow, rtol=1e-5, atol=1e-6 * np.abs(flow64).max())
 
 
 @pytest.mark.slow
@@ -300,6 +346,9 @@ def test_pipeline_hybrid_beats_the_coarse_physics(tmp_path):
     print(f"held-out rmse: hybrid {h:.4g}, coarse physics {b:.4g} (ratio {h / b:.3f})")
     assert h < b / 1.5, (h, b)
     assert metrics["stability"]["stable"]
+    assert metrics["closure_helps"]
+    assert metrics["calibration"]["closure_check"]["closure_helps"]
+    assert len(list((tmp_path / "data" / "derived").glob("*.npz"))) == 2
 
 
 @pytest.mark.slow

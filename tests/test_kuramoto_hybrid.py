@@ -320,3 +320,5 @@ def test_pipeline_trains_and_evaluates_kuramoto(tmp_path):
     assert np.isfinite(metrics["hybrid"]["rmse"]) and np.isfinite(metrics["baseline"]["rmse"])
     assert metrics["stability"]["horizon_steps"] == 100 * 4
     assert (tmp_path / "metrics.json").exists()
+    # the renormalization is kept with the run and was read back by evaluate
+    assert len(list((tmp_path / "data" / "derived").glob("renormalization-*.npz"))) == 1

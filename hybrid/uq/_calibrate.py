@@ -154,7 +154,8 @@ def _closure_check(ensemble, val: Trajectories, dt: float, members) -> dict[str,
     physics, _ = physics_rollouts(ensemble.physics, val, dt=dt)
     hybrid_rmse = float(M.rmse(jnp.mean(members, axis=0)[:, 1:], ref))
     physics_rmse = float(M.rmse(physics[:, 1:], ref))
-    helps = hybrid_rmse < physics_rmse
+    # a physics that blows up is beaten by any finite forecast; NaN compares False
+    helps = bool(np.isfinite(hybrid_rmse) and not hybrid_rmse >= physics_rmse)
     if not helps:
         warnings.warn(
             f"hybrid.calibrate: on the validation set the ensemble mean (rmse "

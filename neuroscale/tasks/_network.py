@@ -61,12 +61,19 @@ class Network:
     (`network(cfg)`, cached), it sits in static fields and jit caches key on it."""
 
     def __init__(self, graph: Graph, coordinates: HyperbolicCoordinates,
-                 renormalization: Renormalization, key: tuple = ()):
-        self.key = key  # (seed, fine_n, avg_degree, ...): what it was built from
+                 renormalization: Renormalization, key: tuple):
+        # what it was built from: (seed, fine_n, avg_degree, coarse_n, scales,
+        # clustering, default float dtype)
+        self.key = key
         self.graph = graph
         self.coordinates = coordinates
         self.renormalization = renormalization
         self._derived: dict[Any, Any] = {}
+
+    @property
+    def graph_key(self) -> tuple:
+        """What the graph alone depends on: (seed, fine_n, avg_degree, dtype)."""
+        return (*self.key[:3], self.key[-1])
 
     def cached(self, key: Any, build):
         """`build()` the first time `key` is asked for, then the same object: e.g. a
@@ -102,14 +109,11 @@ def _arrays(r: Renormalization) -> dict[str, np.ndarray]:
             **{f"parents_{i}": np.asarray(p, np.int64) for i, p in enumerate(r.parents)}}
 
 
-def _store_key(*args) -> tuple:
-    return (*args, str(jax.dtypes.canonicalize_dtype(np.float64)))
-
-
 @functools.lru_cache(maxsize=4)
 def _network(seed: int, fine_n: int, avg_degree: float, coarse_n: int, scales: int,
-             clustering: str) -> Network:
+             clustering: str, dtype: str) -> Network:
     # Host-side work with concrete values, even when first asked for inside a trace.
+    # `dtype`: the default float (x64 or not), which the renormalization's arrays take.
     graph, coords = _graph(seed, fine_n, avg_degree)
 
     def build() -> dict[str, np.ndarray]:
@@ -120,8 +124,8 @@ def _network(seed: int, fine_n: int, avg_degree: float, coarse_n: int, scales: i
 
     # kept with the run (`DIR/data/derived`): minutes at a million nodes, and the
     # evaluation must group the nodes as the data were grouped
-    a = stored("renormalization", _store_key(seed, fine_n, avg_degree, coarse_n, scales,
-                                             clustering), build)
+    key = (seed, fine_n, avg_degree, coarse_n, scales, clustering, dtype)
+    a = stored("renormalization", key, build)
     with jax.ensure_compile_time_eval():
         renorm = Renormalization(
             labels=jnp.asarray(a["labels"]), sizes=jnp.asarray(a["sizes"]),
@@ -129,18 +133,17 @@ def _network(seed: int, fine_n: int, avg_degree: float, coarse_n: int, scales: i
             influence=jnp.asarray(a["influence"]),
             parents=tuple(tuple(int(p) for p in a[f"parents_{i}"])
                           for i in range(scales - 1) if f"parents_{i}" in a))
-    return Network(graph, coords, renorm, key=(seed, fine_n, avg_degree, coarse_n, scales,
-                                               clustering))
+    return Network(graph, coords, renorm, key=key)
 
 
 def network(cfg: GraphConfig) -> Network:
     """The run's graph and its renormalization, from `cfg.seed` (cached): the same
     object for every task with the same seed, size, degree and clustering; its
     renormalization kept with the run that asks for it (`neuroscale.stored`)."""
-    args = (cfg.seed, cfg.fine_n, float(cfg.avg_degree), cfg.coarse_n, cfg.scales,
-            cfg.clustering)
-    net = _network(*args)
-    keep("renormalization", _store_key(*args), lambda: _arrays(net.renormalization))
+    key = (cfg.seed, cfg.fine_n, float(cfg.avg_degree), cfg.coarse_n, cfg.scales,
+           cfg.clustering, str(jax.dtypes.canonicalize_dtype(np.float64)))
+    net = _network(*key)
+    keep("renormalization", key, lambda: _arrays(net.renormalization))
     return net
 
 

@@ -32,8 +32,8 @@ class GraphBurgersConfig(GraphConfig):
     $\nu$, the graph `spacing` $h$ (transport scales as $1/h$, diffusion as
     $1/h^2$), the amplitude of the random value added on each cluster of the initial
     fields (`patches`) and that of the random steady `forcing` (0: none);
-    `energy_limiter` (default true) wraps the closure in `EnergyLimitedClosure`, so
-    that the unforced hybrid cannot create energy."""
+    `energy_limiter` (default true): the coarse physics bounds the closure so that
+    the unforced hybrid cannot create energy (`ClusterBurgers.limit_closure`)."""
 
     viscosity: float = data_key(0.05)
     # 0.25: the cluster means of the default 20k-node graph move by 10% of their rms
@@ -126,7 +126,7 @@ class NetworkGraphBurgers(solvers.AbstractSystem):
         # The transport flow depends on the graph alone (not on viscosity or spacing):
         # its Laplacian solve is most of the construction (minutes at 1M nodes), so it
         # is kept with the run (`neuroscale.stored`) and read back by `evaluate`.
-        key = (*net.key[:3], str(jax.dtypes.canonicalize_dtype(np.float64)))  # the graph
+        key = net.graph_key
 
         def build() -> solvers.GraphBurgers:
             graph = _symmetric_weights(net.graph)
@@ -167,10 +167,14 @@ class ClusterBurgers(solvers.AbstractSystem):
     viscosity: float = eqx.field(static=True)
     spacing: float = eqx.field(static=True)
     network: Network = eqx.field(static=True)
+    energy_limiter: bool = eqx.field(static=True, default=True)
 
     @property
     def coarse(self) -> _Coarse:
-        return _coarse_of(self.network, self.viscosity, self.spacing)
+        net = self.network
+        return net.cached(("graph-burgers-coarse", self.viscosity, self.spacing),
+                          lambda: _Coarse(net, _symmetric_weights(net.graph), self.viscosity,
+                                          self.spacing))
 
     @property
     def state_shape(self) -> tuple[int, ...]:
@@ -184,45 +188,37 @@ class ClusterBurgers(solvers.AbstractSystem):
     def default_solver(self) -> diffrax.AbstractSolver:
         return solvers.SSPRK3()
 
+    def limit_closure(self, t, y, closure_tendency, args):
+        r"""With `energy_limiter`: a closure may not make the hybrid create energy.
+        Its tendency $c$ is scaled by
 
-def _coarse_of(net: Network, viscosity: float, spacing: float) -> _Coarse:
-    return net.cached(("graph-burgers-coarse", viscosity, spacing),
-                      lambda: _Coarse(net, _symmetric_weights(net.graph), viscosity, spacing))
+        $s = \min\Big(1, \frac{\max(-P_\text{phys}, 0)}{P_c}\Big)$ when $P_c > 0$,
+        else 1,
 
+        with $P_c = \sum_m \frac{|m|}{\bar s} \bar u'_m c_m$ and $P_\text{phys}$ the
+        same rate of this physics without its forcing ($\bar u'$: $\bar u$ minus its
+        size-weighted mean), so that the unforced hybrid's energy $\sum_m
+        \frac{|m|}{\bar s} \bar u_m^2$ never grows, $P_\text{phys} + s P_c \le 0$,
+        and the forced one gains at most what the forcing puts in.
 
-class EnergyLimitedClosure(eqx.Module):
-    r"""A cluster closure that may not make the hybrid create energy: the closure's
-    tendency $c$ scaled by
-
-    $s = \min\Big(1, rac{\max(-P_	ext{phys}, 0)}{P_c}\Big)$ when $P_c > 0$, else 1,
-
-    with $P_c = \sum_m rac{|m|}{ar s} ar u'_m c_m$ and $P_	ext{phys}$ the same
-    rate of the unforced coarse physics ($ar u' = ar u$ minus its size-weighted
-    mean), so that without forcing the hybrid's energy
-    $\sum_m rac{|m|}{ar s} ar u_m^2$ never grows: $P_	ext{phys} + s P_c \le 0$.
-
-    Why this bound and not a closure that only dissipates: on the reference data the
-    true closure term *adds* energy almost all the time (the cluster model's upwinding
-    is too dissipative: at 3,000 nodes and 16 clusters the true rate is 71-88% of the
-    physics' and never positive), while the fine dynamics, hence every true
-    cluster-mean trajectory measured, loses energy. The bound lets the closure take
-    back up to all of the physics' dissipation and no more. It leaves a trained closure
-    alone on states like the data and only acts where a rollout leaves them, which is
-    where long rollouts blew up (graph Burgers at 1M nodes, 2 of 16 rollouts at step
-    145, before the limiter). Scaling by $s \in [0, 1]$ keeps the closure conservative
-    (its fluxes stay antisymmetric) and never stiffens the step.
-
-    The coarse physics is energy stable on its own: Engquist–Osher is an E-flux and
-    the cluster flow is divergence free, so $P_	ext{phys} \le 0$."""
-
-    closure: eqx.Module
-    viscosity: float = eqx.field(static=True)
-    spacing: float = eqx.field(static=True)
-    network: Network = eqx.field(static=True)
-
-    def __call__(self, t, y, args):
-        dy = self.closure(t, y, args)
-        c = _coarse_of(self.network, self.viscosity, self.spacing)
+        Why this bound and not a closure that only dissipates: on the reference data
+        the true closure term *adds* energy almost all the time (the cluster model's
+        upwinding is too dissipative: at 3,000 nodes and 16 clusters the true rate is
+        71-88% of the physics' and never positive), while the fine dynamics, hence
+        every true cluster-mean trajectory measured, loses energy. The bound lets the
+        closure give back up to all of the physics' dissipation and no more. A
+        trained closure is left alone on states like the data; the bound acts where
+        a rollout leaves them, which is where long rollouts blew up (graph Burgers at
+        1M nodes, 2 of 16 rollouts at step 145, without it). Scaling by $s \in [0,
+        1]$ keeps the closure conservative (its fluxes stay antisymmetric) and never
+        stiffens the step. It applies to whatever the closure is (an ensemble
+        member, a randomized prior's sum, MC dropout). The physics is energy stable
+        on its own: Engquist–Osher is an E-flux and the cluster flow is divergence
+        free, so $P_\text{phys} \le 0$."""
+        if not self.energy_limiter:
+            return closure_tendency
+        c = self.coarse
+        dy = closure_tendency
         volume = jnp.asarray(c.volume, y.dtype)
         physics = c.burgers.vector_field(t, y, None) / volume
         dev = y - jnp.sum(volume * y) / jnp.sum(volume)
@@ -307,7 +303,8 @@ class GraphBurgersTask(AbstractGraphTask):
     def coarse_physics(self, fine, n):
         self._check_n(n)
         physics = ClusterBurgers(jnp.zeros(n), float(self.cfg.viscosity),
-                                 float(self.cfg.spacing), self.network)
+                                 float(self.cfg.spacing), self.network,
+                                 bool(self.cfg.energy_limiter))
         forcing = jnp.asarray(physics.coarse.basis, fine.coefficients.dtype) @ fine.coefficients
         return eqx.tree_at(lambda p: p.forcing, physics, forcing)
 
@@ -315,13 +312,9 @@ class GraphBurgersTask(AbstractGraphTask):
         r = self.renormalization
         kwargs = {"width": self.cfg.width, "depth": self.cfg.depth, "heads": self.cfg.heads,
                   **kwargs}
-        closure = hybrid.closures.make_closure(self.cfg.closure, 0, key=key,
-                                               n_clusters=r.n_clusters, parents=r.parents,
-                                               **kwargs)
-        if not self.cfg.energy_limiter:
-            return closure
-        return EnergyLimitedClosure(closure, float(self.cfg.viscosity),
-                                    float(self.cfg.spacing), self.network)
+        return hybrid.closures.make_closure(self.cfg.closure, 0, key=key,
+                                            n_clusters=r.n_clusters, parents=r.parents,
+                                            **kwargs)
 
     def closure_args(self, physics):
         c = physics.coarse
