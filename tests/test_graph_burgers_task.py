@@ -294,9 +294,10 @@ def test_a_run_keeps_its_renormalization_and_transport_flow(tmp_path, monkeypatc
     np.savez(path, **tampered)
     _network._network.cache_clear()  # a new process: nothing built, nothing checked
     monkeypatch.setattr(importlib.import_module("neuroscale._store"), "_KEPT", set())
-    _task(fine_n=1100, seed=8).network  # built outside the store: in memory
+    cfg = _task(fine_n=1100, seed=8).cfg
+    _network.network(cfg)  # built outside the store: in memory
     with run_store(late), pytest.raises(ValueError, match="other `renormalization` arrays"):
-        _task(fine_n=1100, seed=8).network
+        _network.network(cfg)
     # nothing half-written is left behind
     assert not [p for p in tmp_path.rglob(".*")]
 
