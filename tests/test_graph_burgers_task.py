@@ -177,7 +177,7 @@ def test_config_checks_for_graph_burgers():
         build_config(GB, sets=["clustering=louvain"])
 
 
-@pytest.mark.parametrize("forcing", [0.0, 0.3])
+@pytest.mark.parametrize("forcing", [0.0, pytest.param(0.3, marks=pytest.mark.slow)])
 def test_energy_limiter_keeps_the_hybrid_from_creating_energy(forcing):
     # A closure with large random fluxes (init_scale 30) makes the unforced hybrid's
     # energy grow (the measure can fail); with the task's default `energy_limiter` the
