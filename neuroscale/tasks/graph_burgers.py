@@ -226,7 +226,9 @@ class ClusterBurgers(solvers.AbstractSystem):
         room = jnp.maximum(-jnp.sum(volume * dev * physics), 0.0)
         over = p_closure > room
         s = jnp.where(over, room / jnp.where(over, p_closure, 1.0), 1.0)
-        return s * dy
+        # the bound as a fixed factor in backpropagation: through it, the gradient of
+        # a saturated closure would not see the closure's size
+        return jax.lax.stop_gradient(s) * dy
 
 
 class GraphBurgersTask(AbstractGraphTask):
