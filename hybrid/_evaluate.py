@@ -55,6 +55,13 @@ def _physics_rollouts(physics, y0s, ts, dt, t0s, args, batched):
     return eqx.filter_vmap(one, in_axes=in_axes)(physics, y0s, t0s, args)
 
 
+def closure_helps(hybrid_rmse: float, physics_rmse: float) -> bool:
+    """Whether the hybrid is more accurate than the physics alone: a finite rmse below
+    the physics' (a physics that blows up, rmse NaN or inf, is beaten by any finite
+    forecast)."""
+    return bool(np.isfinite(hybrid_rmse) and not hybrid_rmse >= physics_rmse)
+
+
 def physics_rollouts(physics, test: Trajectories, *, dt: float):
     """The physics alone (no closure) from every initial state of `test`, with each
     trajectory's own physics and args when `test` carries them: `(ys [B, T, *state],
@@ -88,6 +95,8 @@ def evaluate(
       with its own noise path per member and trajectory, spread inflation): `crps`,
       `spread_skill`, `coverage90`, ... (`uq_block`).
     - `uq_members_only`: the same scores of the deterministic members alone.
+    - `closure_helps`: whether the ensemble mean beats the physics alone by rmse
+      (`closure_helps`).
 
     `return_rollouts=True` also returns the rollouts (`members`, `forecast`
     `[M, B, T, *state]`, `baseline` `[B, T, *state]`, `reference`, `ts`) for figures.
@@ -124,6 +133,7 @@ def evaluate(
         "baseline": baseline,
         "uq": uq_block(forecast, ref),
         "uq_members_only": uq_block(ens_ys, ref),
+        "closure_helps": closure_helps(hybrid["rmse"], baseline["rmse"]),
     }
     results["uq"].update(
         method=ensemble.method,

@@ -40,12 +40,13 @@ class _ClosureTendency(eqx.Module):
     system: solvers.AbstractSystem
     limit: bool = eqx.field(static=True, default=False)
 
-    def __call__(self, t, z, args):
-        y = self.system.from_internal(z)
+    def physical(self, t, y, args):
+        """The tendency on the physical state `y`."""
         dy = call_closure(self.closure, t, y, args)
-        if self.limit:
-            dy = self.system.limit_closure(t, y, dy, args)
-        return self.system.to_internal(dy)
+        return self.system.limit_closure(t, y, dy, args) if self.limit else dy
+
+    def __call__(self, t, z, args):
+        return self.system.to_internal(self.physical(t, self.system.from_internal(z), args))
 
 
 class _NonlinearPlusClosure(eqx.Module):
@@ -148,8 +149,7 @@ class Hybrid(solvers.AbstractSystem):
     def vector_field(self, t, y, args):
         dy = self.physics.vector_field(t, y, args)
         if self.mode == "tendency":
-            dy = dy + self.physics.limit_closure(t, y, call_closure(self.closure, t, y, args),
-                                                 args)
+            dy = dy + self._closure_internal().physical(t, y, args)
         return dy
 
     def to_internal(self, y):

@@ -176,7 +176,7 @@ def _harm(results: dict[str, Any], baseline_name: str) -> list[str]:
     physics alone on the test set or, at calibration, on the validation set."""
     out = []
     h, b = results["hybrid"]["rmse"], results["baseline"]["rmse"]
-    if not results.get("closure_helps", h < b):
+    if not results["closure_helps"]:
         out.append(f"- **Warning: the hybrid (rmse {_fmt(h)}) is less accurate than the "
                    f"{baseline_name} (rmse {_fmt(b)}) on the test set.** The closure does "
                    "harm: more (or less noisy) training data, or forecast without it.")

@@ -299,12 +299,10 @@ def _evaluate_run(out: Path, progress: bool, figures: bool) -> dict:
     matched = [int(k[:-1]) for k, v in finer.items() if v["rmse"] >= h["rmse"]]
     results["equivalent_resolution_factor"] = max(matched) if matched else 1
     results["rmse_ratio_vs_baseline"] = h["rmse"] / results["baseline"]["rmse"]
-    b_rmse = results["baseline"]["rmse"]
-    results["closure_helps"] = bool(np.isfinite(h["rmse"]) and not h["rmse"] >= b_rmse)
-    if not results["closure_helps"]:
+    if not results["closure_helps"]:  # hybrid.evaluate's verdict
         warnings.warn(f"neuroscale evaluate: the hybrid (rmse {h['rmse']:.4g}) is not more "
-                      f"accurate than the {task.baseline_name} (rmse {b_rmse:.4g}) on the "
-                      "test set.", stacklevel=3)
+                      f"accurate than the {task.baseline_name} (rmse "
+                      f"{results['baseline']['rmse']:.4g}) on the test set.", stacklevel=3)
     uq_json = out / "uq.json"
     if uq_json.exists():
         results["calibration"] = json.loads(uq_json.read_text())

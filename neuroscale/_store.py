@@ -12,7 +12,8 @@ from pathlib import Path
 import numpy as np
 
 _FOLDERS: list[Path] = []
-_KEPT: set[Path] = set()
+# (folder, name, key) written, read or checked by this process
+_KEPT: set[tuple] = set()
 
 
 @contextlib.contextmanager
@@ -47,7 +48,6 @@ def _write(path: Path, arrays: dict[str, np.ndarray]) -> None:
     finally:
         if os.path.exists(tmp):
             os.unlink(tmp)
-    _KEPT.add(path)
 
 
 def _read(path: Path) -> dict[str, np.ndarray]:
@@ -73,11 +73,14 @@ def stored(name: str, key: tuple, build: Callable[[], dict[str, np.ndarray]]
     `run_store` was entered), pair it with `keep` so that the run still gets the file.
     """
     path = _path(name, key)
-    if path is not None and path.exists():
-        return _read(path)
-    arrays = build()
-    if path is not None:
+    if path is None:
+        return build()
+    if path.exists():
+        arrays = _read(path)
+    else:
+        arrays = build()
         _write(path, arrays)
+    _KEPT.add((_FOLDERS[-1], name, key))  # `keep` has nothing left to check
     return arrays
 
 
@@ -86,21 +89,20 @@ def keep(name: str, key: tuple, arrays: Callable[[], dict[str, np.ndarray]]) -> 
     or, if it has them, check that they are the same (`ValueError` if not: the run's
     data were made with other arrays); once per file and process, a no-op outside a
     `run_store`."""
+    if not _FOLDERS or (_FOLDERS[-1], name, key) in _KEPT:
+        return  # asked for at every trace: decided before any hashing
     path = _path(name, key)
-    if path is None or path in _KEPT:
-        return
-    mine = arrays()
+    mine = {k: np.asarray(v) for k, v in arrays().items()}
     if not path.exists():
         _write(path, mine)
-        return
-    theirs = _read(path)
-    same = set(mine) == set(theirs) and all(
-        np.asarray(mine[k]).dtype == theirs[k].dtype
-        and np.array_equal(np.asarray(mine[k]), theirs[k]) for k in mine)
-    if not same:
-        raise ValueError(
-            f"{path} holds other `{name}` arrays than this process computed for the same "
-            "key: the run's data were made with them. Build the task inside "
-            "`neuroscale.run_store` (as train_run and evaluate_run do) so that they are "
-            "read back, or start a new run folder.")
-    _KEPT.add(path)
+    else:
+        theirs = _read(path)
+        if set(mine) != set(theirs) or not all(
+                mine[k].dtype == theirs[k].dtype and np.array_equal(mine[k], theirs[k])
+                for k in mine):
+            raise ValueError(
+                f"{path} holds other `{name}` arrays than this process computed for the "
+                "same key: the run's data were made with them. Build the task inside "
+                "`neuroscale.run_store` (as train_run and evaluate_run do) so that they "
+                "are read back, or start a new run folder.")
+    _KEPT.add((_FOLDERS[-1], name, key))

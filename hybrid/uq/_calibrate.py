@@ -148,14 +148,13 @@ def _scores(ys, ref) -> dict[str, float]:
 def _closure_check(ensemble, val: Trajectories, dt: float, members) -> dict[str, Any]:
     """The members' mean against the physics alone on the validation set (rmse over
     the saves after the first), with a warning if the closure does not help."""
-    from .._evaluate import physics_rollouts
+    from .._evaluate import closure_helps, physics_rollouts
 
     ref = val.ys[:, 1:]
     physics, _ = physics_rollouts(ensemble.physics, val, dt=dt)
     hybrid_rmse = float(M.rmse(jnp.mean(members, axis=0)[:, 1:], ref))
     physics_rmse = float(M.rmse(physics[:, 1:], ref))
-    # a physics that blows up is beaten by any finite forecast; NaN compares False
-    helps = bool(np.isfinite(hybrid_rmse) and not hybrid_rmse >= physics_rmse)
+    helps = closure_helps(hybrid_rmse, physics_rmse)
     if not helps:
         warnings.warn(
             f"hybrid.calibrate: on the validation set the ensemble mean (rmse "

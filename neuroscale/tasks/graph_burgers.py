@@ -4,6 +4,7 @@ renormalized clusters, whose coarse physics is the same dynamics on the cluster 
 plus a learned conservative closure."""
 
 import dataclasses
+import functools
 
 import diffrax
 import equinox as eqx
@@ -129,12 +130,17 @@ class NetworkGraphBurgers(solvers.AbstractSystem):
         key = net.graph_key
 
         def build() -> solvers.GraphBurgers:
-            graph = _symmetric_weights(net.graph)
-            flow = stored("graph-burgers-flow", key, lambda: {"flow": np.asarray(
-                solvers.GraphBurgers(graph, self.viscosity, coordinates=net.coordinates,
-                                     layout=False).flow)})["flow"]
-            return solvers.GraphBurgers(graph, self.viscosity, coordinates=net.coordinates,
-                                        spacing=self.spacing, flow=flow)
+            make = functools.partial(solvers.GraphBurgers, _symmetric_weights(net.graph),
+                                     self.viscosity, coordinates=net.coordinates,
+                                     spacing=self.spacing)
+            built = []  # the system, when the flow had to be computed: built once
+
+            def compute():
+                built.append(make())
+                return {"flow": np.asarray(built[0].flow)}
+
+            flow = stored("graph-burgers-flow", key, compute)["flow"]
+            return built[0] if built else make(flow=flow)
 
         system = net.cached(("graph-burgers", self.viscosity, self.spacing), build)
         keep("graph-burgers-flow", key, lambda: {"flow": np.asarray(system.flow)})
