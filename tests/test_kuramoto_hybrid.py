@@ -320,5 +320,7 @@ def test_pipeline_trains_and_evaluates_kuramoto(tmp_path):
     assert np.isfinite(metrics["hybrid"]["rmse"]) and np.isfinite(metrics["baseline"]["rmse"])
     assert metrics["stability"]["horizon_steps"] == 100 * 4
     assert (tmp_path / "metrics.json").exists()
-    # the renormalization is kept with the run and was read back by evaluate
-    assert len(list((tmp_path / "data" / "derived").glob("renormalization-*.npz"))) == 1
+    # the run's renormalization is kept with it, and so are those of the finer cluster
+    # models that evaluate compares with (2x and 4x the clusters)
+    kept = list((tmp_path / "data" / "derived").glob("renormalization-*.npz"))
+    assert len(metrics["finer"]) == 2 and len(kept) == 1 + len(metrics["finer"])
