@@ -53,8 +53,12 @@ def _parameters(task) -> int:
     return int(sum(x.size for x in jax.tree.leaves(eqx.filter(closure, eqx.is_inexact_array))))
 
 
+def _folder(out: Path, name: str, width: int, seed: int) -> Path:
+    return out / name / f"w{width}_s{seed}"
+
+
 def run(name: str, width: int, seed: int, out: Path) -> dict:
-    folder = out / name / f"w{width}_s{seed}"
+    folder = _folder(out, name, width, seed)
     result = folder / "scaling.json"
     if result.exists():
         return json.loads(result.read_text())
@@ -81,8 +85,8 @@ def run(name: str, width: int, seed: int, out: Path) -> dict:
 def _in_child(name: str, width: int, seed: int, out: Path) -> dict:
     """`run` in a fresh Python process: one process compiling 54 trainings ran out of
     memory for XLA's compiled code (LLVM: cannot allocate memory) and crashed."""
-    result = out / name / f"w{width}_s{seed}" / "scaling.json"
-    if not result.exists():
+    result = _folder(out, name, width, seed) / "scaling.json"
+    if not result.exists():  # a finished run is read without starting a process
         subprocess.run([sys.executable, __file__, "--out", str(out), "--one", name,
                         str(width), str(seed)], check=True)
     return json.loads(result.read_text())

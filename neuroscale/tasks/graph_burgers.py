@@ -133,14 +133,15 @@ class NetworkGraphBurgers(solvers.AbstractSystem):
             make = functools.partial(solvers.GraphBurgers, _symmetric_weights(net.graph),
                                      self.viscosity, coordinates=net.coordinates,
                                      spacing=self.spacing)
-            built = []  # the system, when the flow had to be computed: built once
+            built = None  # the system, when the flow had to be computed: built once
 
             def compute():
-                built.append(make())
-                return {"flow": np.asarray(built[0].flow)}
+                nonlocal built
+                built = make()
+                return {"flow": np.asarray(built.flow)}
 
             flow = stored("graph-burgers-flow", key, compute)["flow"]
-            return built[0] if built else make(flow=flow)
+            return make(flow=flow) if built is None else built
 
         system = net.cached(("graph-burgers", self.viscosity, self.spacing), build)
         keep("graph-burgers-flow", key, lambda: {"flow": np.asarray(system.flow)})
